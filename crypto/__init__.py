@@ -1,0 +1,11 @@
+"""Pure cryptography over bytes: content-key sealing, chunk AEAD, hashing and
+the Merkle tree, Ed25519 signing, and server key generation and loading.
+
+Imports only `cryptography` and the standard library. Every failed open or
+verify raises one exception, `InvalidEvidence`, and says no more.
+"""
+
+
+class InvalidEvidence(Exception):
+    """Something did not open or verify. Deliberately opaque, like
+    `cryptography.exceptions.InvalidTag`: callers decide what it means."""

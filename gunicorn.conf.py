@@ -1,0 +1,19 @@
+"""gunicorn reads this file when started as `gunicorn wsgi:app` here.
+
+Threads, not just processes: an upload spends most of its time waiting on
+the network and on fsync, so a few processes with several threads each keep
+the cores busy. Every worker builds its own app; exactly one of them wins
+the scheduler lock (see sync/scheduler.py).
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("WITNESS_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WITNESS_WORKERS", min(4, multiprocessing.cpu_count() + 1)))
+worker_class = "gthread"
+threads = int(os.environ.get("WITNESS_THREADS", 8))
+timeout = 60
+graceful_timeout = 20
+keepalive = 30
+accesslog = os.environ.get("WITNESS_ACCESS_LOG") or None

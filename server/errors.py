@@ -1,0 +1,84 @@
+"""The one table from domain exceptions to PROTOCOL.md's JSON errors, and
+the handlers that make every error a JSON answer (never HTML, never a trace)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from sync import errors as domain
+from sync.footage import FootageDamaged
+
+log = logging.getLogger("witness.server")
+
+# exception class -> (HTTP status, error code); InvalidInput carries its own code.
+PROTOCOL_ERRORS: dict[type, tuple[int, str]] = {
+    domain.InvalidInput: (400, "invalid_input"),
+    domain.NotFound: (404, "not_found"),
+    domain.Forbidden: (403, "forbidden"),
+    domain.BadCredentials: (401, "bad_credentials"),
+    domain.EnrollmentRefused: (403, "enrollment_refused"),
+    domain.RecordingConflict: (409, "recording_conflict"),
+    domain.UnknownKeyId: (422, "unknown_key_id"),
+    domain.BadSealedKey: (422, "bad_sealed_key"),
+    domain.DigestMismatch: (400, "digest_mismatch"),
+    domain.ChunkTooLarge: (413, "chunk_too_large"),
+    domain.ChunkUnreadable: (422, "chunk_unreadable"),
+    domain.BadDeviceSignature: (422, "bad_device_signature"),
+    domain.ChunkConflict: (409, "chunk_conflict"),
+    domain.PastFinal: (409, "past_final"),
+    domain.StorageFull: (507, "insufficient_storage"),
+    domain.NotReady: (404, "not_ready"),
+}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    411: "length_required",
+    413: "too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    429: "too_many_requests",
+}
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None):
+    """The JSON error body of PROTOCOL.md with its status."""
+    response = jsonify(error=code, message=message)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Make every failure, expected or not, a JSON error."""
+
+    @app.errorhandler(domain.WitnessError)
+    def _domain_error(exc: domain.WitnessError):
+        status, code = PROTOCOL_ERRORS[type(exc)]
+        code = getattr(exc, "code", code)
+        if status == 507:
+            log.error("disk full: %s", exc)
+        return error_response(status, code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = _HTTP_CODES.get(exc.code or 500, "http_error")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(FootageDamaged)
+    def _damaged(exc: FootageDamaged):
+        log.error("stored footage damaged: %s", exc)
+        return error_response(500, "footage_damaged",
+                              "A stored chunk no longer matches its record; the custodian has been told in the log.")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unexpected error")
+        return error_response(500, "internal_error", "The server failed unexpectedly; the error has been logged.")

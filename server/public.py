@@ -1,0 +1,58 @@
+"""Endpoints anyone may call: server keys, the OpenAPI document, staff login
+and token refresh."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from crypto.signing import public_key_pem
+from sync import accounts
+from sync.ingest import b64url_encode as _b64url
+
+from .auth import DEVICE, STAFF_ROLES, archive, issue_access_token, issue_tokens, require_role
+from .requests import json_body
+
+bp = Blueprint("public", __name__)
+
+
+@bp.get("/v1/keys")
+def keys():
+    """The server's public keys (never a private one)."""
+    server_keys = archive().keys
+    return jsonify(
+        hpke={
+            "key_id": server_keys.hpke_key_id,
+            "suite": "X25519-HKDF-SHA256-AES-256-GCM",
+            "public_key": _b64url(server_keys.hpke_public_raw),
+        },
+        signing={
+            "key_id": server_keys.signing_key_id,
+            "alg": "Ed25519",
+            "public_key_pem": public_key_pem(server_keys.signing_private.public_key()),
+        },
+        tsa=None,
+    )
+
+
+@bp.get("/v1/openapi.json")
+def openapi():
+    """This API described as OpenAPI 3.1."""
+    text = resources.files("server").joinpath("openapi.json").read_text("utf-8")
+    return Response(text, mimetype="application/json")
+
+
+@bp.post("/v1/auth/login")
+def login():
+    """Staff log in with username and password."""
+    body = json_body()
+    staff = accounts.authenticate_staff(archive(), body.get("username"), body.get("password"))
+    return jsonify(issue_tokens(f"staff:{staff['id']}", staff["role"]))
+
+
+@bp.post("/v1/auth/refresh")
+@require_role(DEVICE, *STAFF_ROLES, refresh=True)
+def refresh():
+    """A new access token for a valid refresh token."""
+    return jsonify(access_token=issue_access_token(g.identity, g.role))

@@ -1,0 +1,45 @@
+"""Parsing helpers shared by the views: JSON bodies and path ids."""
+
+from __future__ import annotations
+
+from flask import request
+
+from sync.errors import InvalidInput
+from sync.ingest import MAX_CHUNK_INDEX, parse_recording_id
+
+MAX_JSON_BYTES = 64 * 1024
+
+
+def json_body() -> dict:
+    """The request's JSON object; `InvalidInput` for anything else."""
+    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
+        raise InvalidInput("body_too_large", f"JSON bodies are at most {MAX_JSON_BYTES} bytes.")
+    if not request.is_json:
+        raise InvalidInput("invalid_body", "Send a JSON object with Content-Type: application/json.")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidInput("invalid_body", "The body must be a JSON object.")
+    return body
+
+
+def path_recording_id(text: str) -> str:
+    """A recording id from the path, validated as a canonical UUID."""
+    return parse_recording_id(text)
+
+
+def path_chunk_index(text: str) -> int:
+    """A chunk index from the path: decimal digits, no sign, no leading zeros."""
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or (len(text) > 1 and text[0] == "0") \
+            or int(text) > MAX_CHUNK_INDEX:
+        raise InvalidInput("invalid_index", f"The chunk index must be an integer from 0 to {MAX_CHUNK_INDEX}.")
+    return int(text)
+
+
+def query_positive_int(name: str) -> int | None:
+    """An optional positive integer query parameter."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+        raise InvalidInput(f"invalid_{name}", f"{name} must be a positive integer.")
+    return int(raw)

@@ -1,0 +1,6 @@
+"""The domain: recordings, chunks, finalization and reassembly, manifests, the
+audit log, scheduled jobs and storage. Knows nothing of HTTP.
+
+`Archive` (archive.py) is the one object that owns the database, the chunk
+files and the keys; the other modules are functions over it.
+"""

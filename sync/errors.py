@@ -1,0 +1,80 @@
+"""Domain errors. They know nothing of HTTP: `server/errors.py` maps each
+class to its status and PROTOCOL.md error code. Messages are written for the
+client author and say what to do."""
+
+
+class WitnessError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(WitnessError):
+    """A field is missing or malformed; `code` names which rule was broken."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class NotFound(WitnessError):
+    """No such thing, or not yours to see (the two are not told apart)."""
+
+
+class Forbidden(WitnessError):
+    """Authenticated, but this role may not do this."""
+
+
+class BadCredentials(WitnessError):
+    """Wrong username or password (never says which)."""
+
+
+class EnrollmentRefused(WitnessError):
+    """The enrollment code is missing (closed enrollment) or unknown."""
+
+
+class RecordingConflict(WitnessError):
+    """The recording id is taken by a different body or another device."""
+
+
+class UnknownKeyId(WitnessError):
+    """The content key was sealed to a key this server does not hold."""
+
+
+class BadSealedKey(WitnessError):
+    """The sealed content key does not open for this recording."""
+
+
+class DigestMismatch(WitnessError):
+    """Content-Digest does not match the body received."""
+
+
+class ChunkTooLarge(WitnessError):
+    """The chunk body exceeds max_chunk_bytes."""
+
+
+class ChunkUnreadable(WitnessError):
+    """The chunk's AEAD tag does not verify under the recording's key."""
+
+
+class BadDeviceSignature(WitnessError):
+    """The device signature is missing (device registered a key) or wrong."""
+
+
+class ChunkConflict(WitnessError):
+    """Different bytes for an index already held; the first bytes are kept."""
+
+
+class PastFinal(WitnessError):
+    """The index lies after the chunk marked final (or a second, different
+    chunk claims to be final)."""
+
+
+class StorageFull(WitnessError):
+    """The disk is full; nothing was kept and the client should retry later."""
+
+
+class NotReady(WitnessError):
+    """The thing asked for does not exist yet (e.g. no manifest so far)."""

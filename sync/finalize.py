@@ -1,0 +1,169 @@
+"""Finalization: turning what has arrived into a signed manifest version.
+
+A recording is due when it holds every chunk up to the one marked final
+(state `complete`), or when nothing has arrived for `idle_finalize_seconds`
+(state `interrupted`: the phone never said goodbye). A chunk arriving after
+that makes it due again and yields a new version chained to the previous one
+by `previous_manifest_sha256`; earlier versions are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from crypto.hashing import canonical_json, merkle_root
+
+from . import audit
+from .archive import Archive
+from .errors import NotFound, NotReady
+from .footage import iter_chunk_plaintexts
+from .ingest import index_ranges, missing_ranges
+from .timefmt import format_time
+
+MANIFEST_FORMAT = "witness-manifest/1"
+
+
+def due_recording_ids(archive: Archive) -> list[str]:
+    """Recordings whose latest chunks are not yet covered by a manifest and
+    that are either complete or idle past the configured limit."""
+    idle_since = format_time(archive.clock() - timedelta(seconds=archive.settings.idle_finalize_seconds))
+    rows = archive.database.query(
+        """SELECT r.id FROM recordings r
+           WHERE (r.finalized_generation IS NULL OR r.finalized_generation != r.generation)
+             AND (r.last_activity_at <= :idle
+                  OR (r.final_index IS NOT NULL AND
+                      (SELECT COUNT(*) FROM chunks c WHERE c.recording_id = r.id) = r.final_index + 1))
+           ORDER BY r.last_activity_at""",
+        {"idle": idle_since},
+    )
+    return [row["id"] for row in rows]
+
+
+def finalize_due_recordings(archive: Archive) -> list[tuple[str, int]]:
+    """Finalize every due recording; return `(recording_id, version)` pairs
+    made. One recording failing (e.g. a damaged chunk) does not stop the
+    rest; the failure is raised after all were tried."""
+    made, failures = [], []
+    for recording_id in due_recording_ids(archive):
+        try:
+            version = finalize_recording(archive, recording_id)
+        except Exception as exc:  # keep finalizing the others
+            failures.append(exc)
+            continue
+        if version is not None:
+            made.append((recording_id, version))
+    if failures:
+        raise failures[0]
+    return made
+
+
+def finalize_recording(archive: Archive, recording_id: str) -> int | None:
+    """Write the next manifest version for a recording and return its number,
+    or None if a chunk arrived meanwhile (it will be due again) or the last
+    manifest already covers every chunk.
+
+    Streams the footage once, one chunk at a time, to hash it and to check
+    each stored chunk against its record. Raises `NotFound`, and
+    `footage.FootageDamaged` if a stored chunk is missing or altered.
+    """
+    with archive.database.snapshot() as db:
+        recording = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])), None)
+        if recording is None:
+            raise NotFound("No such recording.")
+        rows = list(db.query("SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id]))
+    generation = recording["generation"]
+    if recording["finalized_generation"] == generation:
+        return None
+
+    footage_hash, footage_size = hashlib.sha256(), 0
+    for _, plaintext in iter_chunk_plaintexts(archive, recording, rows):
+        footage_hash.update(plaintext)
+        footage_size += len(plaintext)
+
+    received = index_ranges(row["idx"] for row in rows)
+    gaps = missing_ranges(received, recording["final_index"])
+    complete = recording["final_index"] is not None and not gaps and len(rows) == recording["final_index"] + 1
+    state = "complete" if complete else "interrupted"
+
+    with archive.database.transaction() as db:
+        current = next(iter(db.query("SELECT generation FROM recordings WHERE id = ?", [recording_id])))
+        if current["generation"] != generation:
+            return None
+        previous = next(iter(db.query(
+            "SELECT version, sha256 FROM manifests WHERE recording_id = ? ORDER BY version DESC LIMIT 1",
+            [recording_id])), None)
+        version = previous["version"] + 1 if previous else 1
+        now = archive.now()
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": version,
+            "previous_manifest_sha256": previous["sha256"] if previous else None,
+            "recording_id": recording_id,
+            "device_id": recording["device_id"],
+            "content_type": recording["content_type"],
+            "state": state,
+            "started_at": recording["started_at"],
+            "first_received_at": recording["first_received_at"],
+            "last_received_at": recording["last_received_at"],
+            "finalized_at": now,
+            "final_index": recording["final_index"],
+            "chunks": [
+                {
+                    "index": row["idx"],
+                    "size": row["size"],
+                    "sha256": row["sha256"],
+                    "ciphertext_size": row["ciphertext_size"],
+                    "ciphertext_sha256": row["ciphertext_sha256"],
+                    "received_at": row["received_at"],
+                    "captured_at": row["captured_at"],
+                    "device_signature": row["device_signature"],
+                }
+                for row in rows
+            ],
+            "gaps": gaps,
+            "footage": {"size": footage_size, "sha256": footage_hash.hexdigest()},
+            "merkle_root": merkle_root([bytes.fromhex(row["sha256"]) for row in rows]).hex(),
+            "signing_key_id": archive.keys.signing_key_id,
+        }
+        body = canonical_json(manifest)
+        sha256 = hashlib.sha256(body).hexdigest()
+        db["manifests"].insert({
+            "recording_id": recording_id, "version": version, "state": state, "body": body,
+            "sha256": sha256, "signature": archive.keys.signing_private.sign(body), "created_at": now,
+        })
+        db.execute(
+            "UPDATE recordings SET state = ?, finalized_generation = ?, manifest_version = ? WHERE id = ?",
+            [state, generation, version, recording_id],
+        )
+        audit.append_entry(db, at=now, actor="system", action="recording.finalized", recording_id=recording_id,
+                           detail={"version": version, "state": state, "manifest_sha256": sha256,
+                                   "chunks": len(rows), "gaps": gaps})
+    return version
+
+
+def manifest_versions(archive: Archive, recording_id: str) -> list[dict]:
+    """Every manifest version of a recording: version, state, sha256, time."""
+    return archive.database.query(
+        "SELECT version, state, sha256, created_at FROM manifests WHERE recording_id = ? ORDER BY version",
+        [recording_id])
+
+
+def signed_manifest(archive: Archive, recording_id: str, version: int | None = None) -> dict:
+    """The manifest row (`body`, `signature`, `sha256`, `version`) of the
+    given or the latest version. Raises `NotFound` for an unknown version and
+    `NotReady` while the recording has no manifest yet."""
+    if version is None:
+        row = archive.database.one(
+            "SELECT * FROM manifests WHERE recording_id = ? ORDER BY version DESC LIMIT 1", [recording_id])
+        if row is None:
+            raise NotReady("This recording has not been finalized yet; it will be when it completes or goes idle.")
+    else:
+        row = archive.database.one(
+            "SELECT * FROM manifests WHERE recording_id = ? AND version = ?", [recording_id, version])
+        if row is None:
+            raise NotFound(f"This recording has no manifest version {version}.")
+    return {"version": row["version"], "body": bytes(row["body"]), "signature": bytes(row["signature"]),
+            "sha256": row["sha256"], "state": row["state"]}
+
+

@@ -1,0 +1,394 @@
+"""Recordings and chunks as they arrive from devices (PROTOCOL.md,
+"Recordings" and "Chunks").
+
+The acknowledgement rule: a chunk is checked completely (digest, AEAD tag,
+device signature, conflicts) before anything is written; then its bytes are
+stored durably (temp file, fsync, rename, fsync folder), then its row is
+committed; only then does the caller answer. A chunk that fails any check
+leaves no file and no row.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import uuid
+
+from crypto import InvalidEvidence
+from crypto.aead import SEALED_KEY_BYTES, decrypt_chunk, open_content_key
+from crypto.signing import load_device_public_key, verify_chunk_signature
+
+from . import audit
+from .archive import Archive
+from .errors import (
+    BadDeviceSignature,
+    BadSealedKey,
+    ChunkConflict,
+    ChunkTooLarge,
+    ChunkUnreadable,
+    DigestMismatch,
+    InvalidInput,
+    NotFound,
+    PastFinal,
+    RecordingConflict,
+    UnknownKeyId,
+)
+from .timefmt import normalize_time
+
+MAX_CHUNK_INDEX = 2**31 - 1
+_CONTENT_TYPE = re.compile(r"^(video|audio)/[a-z0-9][a-z0-9.+-]{0,62}(\s*;\s*[a-z0-9-]+=(\"[^\"]{0,120}\"|[a-z0-9.,+-]{1,120}))*$", re.I)
+_DIGEST_MEMBER = re.compile(r"^\s*([a-z0-9-]+)\s*=\s*:([A-Za-z0-9+/=]*):\s*$")
+
+
+def parse_recording_id(text) -> str:
+    """Return `text` if it is a UUID in canonical form (lowercase, hyphens).
+
+    The id is part of the key's HPKE info and every chunk's AAD, so it is
+    compared as the exact string the device used; only the canonical
+    spelling is accepted, so two spellings cannot name one recording.
+    Raises `InvalidInput` otherwise."""
+    try:
+        if isinstance(text, str) and str(uuid.UUID(text)) == text:
+            return text
+    except ValueError:
+        pass
+    raise InvalidInput("invalid_recording_id", "recording_id must be a UUID in lowercase canonical form.")
+
+
+def b64url_decode(text, field: str) -> bytes:
+    """Decode base64url without padding (padding tolerated); `InvalidInput`
+    naming `field` if it is not."""
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*={0,2}", text):
+        raise InvalidInput(f"invalid_{field}", f"{field} must be base64url without padding.")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"invalid_{field}", f"{field} must be base64url without padding.") from None
+
+
+def b64url_encode(data: bytes) -> str:
+    """base64url without padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool]:
+    """Create a recording owned by `device_id` from the JSON `body` of
+    `POST /v1/recordings`. Returns `(answer, created)`; `created` is False
+    when the identical body was already accepted (a retry).
+
+    Raises `InvalidInput` for a malformed field, `UnknownKeyId` when the key
+    id is not the server's, `BadSealedKey` when the sealed key does not open,
+    and `RecordingConflict` when the id is taken by another body or device.
+    """
+    if not isinstance(body, dict):
+        raise InvalidInput("invalid_body", "The body must be a JSON object.")
+    recording_id = parse_recording_id(body.get("recording_id"))
+    content_type = body.get("content_type")
+    if not isinstance(content_type, str) or not _CONTENT_TYPE.match(content_type):
+        raise InvalidInput("invalid_content_type", "content_type must be a video/* or audio/* media type.")
+    try:
+        started_at = normalize_time(body.get("started_at"))
+    except (ValueError, TypeError):
+        raise InvalidInput("invalid_started_at", "started_at must be an RFC 3339 time, e.g. 2026-11-21T14:03:07.123Z.") from None
+    key_id = body.get("key_id")
+    if not isinstance(key_id, str):
+        raise InvalidInput("invalid_key_id", "key_id must be the hpke key_id from GET /v1/keys.")
+    sealed_key = b64url_decode(body.get("sealed_key"), "sealed_key")
+    if len(sealed_key) != SEALED_KEY_BYTES:
+        raise InvalidInput("invalid_sealed_key", f"sealed_key must decode to {SEALED_KEY_BYTES} bytes (enc || ciphertext).")
+    if key_id != archive.keys.hpke_key_id:
+        raise UnknownKeyId("key_id is not this server's HPKE key; fetch GET /v1/keys and seal the key again.")
+    try:
+        open_content_key(archive.keys.hpke_private, recording_id, sealed_key)
+    except InvalidEvidence:
+        raise BadSealedKey("sealed_key does not open: seal the content key to the server's HPKE key "
+                           "with info 'witness/v1 recording-key <recording_id>'.") from None
+
+    with archive.database.transaction() as db:
+        existing = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])), None)
+        if existing is not None:
+            same = (
+                existing["device_id"] == device_id
+                and existing["content_type"] == content_type
+                and existing["started_at"] == started_at
+                and existing["key_id"] == key_id
+                and bytes(existing["sealed_key"]) == sealed_key
+            )
+            if not same:
+                raise RecordingConflict("This recording id is already in use with a different body; "
+                                        "generate a new recording id.")
+            return _creation_answer(archive, existing), False
+        now = archive.now()
+        row = {
+            "id": recording_id,
+            "device_id": device_id,
+            "content_type": content_type,
+            "started_at": started_at,
+            "key_id": key_id,
+            "sealed_key": sealed_key,
+            "created_at": now,
+            "state": "receiving",
+            "last_activity_at": now,
+            "generation": 0,
+        }
+        db["recordings"].insert(row)
+        audit.append_entry(db, at=now, actor=f"device:{device_id}", action="recording.created",
+                           recording_id=recording_id, detail={"content_type": content_type, "started_at": started_at})
+    return _creation_answer(archive, row), True
+
+
+def _creation_answer(archive: Archive, row: dict) -> dict:
+    return {
+        "recording_id": row["id"],
+        "state": row["state"],
+        "max_chunk_bytes": archive.settings.max_chunk_bytes,
+        "idle_finalize_seconds": _whole(archive.settings.idle_finalize_seconds),
+    }
+
+
+def _whole(seconds: float):
+    return int(seconds) if float(seconds).is_integer() else seconds
+
+
+def owned_recording(archive: Archive, recording_id: str, device_id: str | None) -> dict:
+    """The recording row, if it exists and (when `device_id` is given) that
+    device owns it; otherwise `NotFound`, with no hint which."""
+    row = archive.database.one("SELECT * FROM recordings WHERE id = ?", [recording_id])
+    if row is None or (device_id is not None and row["device_id"] != device_id):
+        raise NotFound("No such recording.")
+    return row
+
+
+def parse_content_digest(header) -> bytes:
+    """The SHA-256 digest from an RFC 9530 `Content-Digest` field
+    (`sha-256=:<base64>:`, possibly among other algorithms).
+    Raises `InvalidInput` if absent or malformed."""
+    if not header:
+        raise InvalidInput("missing_digest", "Content-Digest: sha-256=:<base64 SHA-256 of the body>: is required.")
+    for member in header.split(","):
+        match = _DIGEST_MEMBER.match(member)
+        if not match:
+            break
+        if match.group(1).lower() == "sha-256":
+            try:
+                digest = base64.b64decode(match.group(2), validate=True)
+            except (binascii.Error, ValueError):
+                break
+            if len(digest) == 32:
+                return digest
+            break
+    raise InvalidInput("invalid_digest", "Content-Digest must carry sha-256=:<base64 of 32 bytes>: (RFC 9530).")
+
+
+def accept_chunk(
+    archive: Archive,
+    device_id: str,
+    recording_id: str,
+    index: int,
+    body: bytes,
+    *,
+    content_digest: str | None,
+    final: bool = False,
+    captured_at: str | None = None,
+    device_signature: str | None = None,
+) -> tuple[dict, bool]:
+    """Check and durably store chunk `index`, then return `(receipt, created)`.
+    `created` is False when the identical bytes were already held.
+
+    Raises, leaving nothing behind: `NotFound` (not this device's recording),
+    `InvalidInput` (bad index, header or digest syntax), `ChunkTooLarge`,
+    `DigestMismatch`, `PastFinal`, `ChunkUnreadable`, `BadDeviceSignature`,
+    `ChunkConflict` (first bytes kept, attempt audited), `StorageFull`.
+    """
+    recording = owned_recording(archive, recording_id, device_id)
+    if not isinstance(index, int) or not 0 <= index <= MAX_CHUNK_INDEX:
+        raise InvalidInput("invalid_index", f"The chunk index must be an integer from 0 to {MAX_CHUNK_INDEX}.")
+    if len(body) > archive.settings.max_chunk_bytes:
+        raise ChunkTooLarge(f"Chunks may be at most {archive.settings.max_chunk_bytes} bytes; split the piece.")
+    expected = parse_content_digest(content_digest)
+    actual = hashlib.sha256(body).digest()
+    if actual != expected:
+        raise DigestMismatch("Content-Digest does not match the body received; the body was damaged "
+                             "in transit. Send the chunk again.")
+    if captured_at is not None:
+        try:
+            captured_at = normalize_time(captured_at)
+        except (ValueError, TypeError):
+            raise InvalidInput("invalid_captured_at", "Witness-Captured-At must be an RFC 3339 time.") from None
+    ciphertext_sha256 = actual.hex()
+
+    held = _held_chunk(archive, recording_id, index)
+    if held is not None:
+        return _settle_duplicate(archive, device_id, recording_id, index, held, ciphertext_sha256)
+    _check_final(recording, index, final, archive)
+
+    try:
+        content_key = open_content_key(archive.keys.hpke_private, recording_id, bytes(recording["sealed_key"]))
+        plaintext = decrypt_chunk(content_key, recording_id, index, body, final=final)
+    except InvalidEvidence:
+        raise ChunkUnreadable(
+            "The chunk does not decrypt under the recording's key with nonce and AAD for this index "
+            f"and finality ({'final' if final else 'more'}); check the index and Witness-Final."
+        ) from None
+    signature = _check_device_signature(archive, device_id, recording_id, index, ciphertext_sha256, device_signature)
+
+    name = chunk_file_name(index, ciphertext_sha256)
+    archive.chunks.put(recording_id, name, body)
+    try:
+        with archive.database.transaction() as db:
+            held = next(iter(db.query("SELECT * FROM chunks WHERE recording_id = ? AND idx = ?",
+                                      [recording_id, index])), None)
+            if held is None:
+                current = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])))
+                _check_final(current, index, final, archive, db=db)
+                now = archive.now()
+                db["chunks"].insert({
+                    "recording_id": recording_id, "idx": index, "final": int(final),
+                    "size": len(plaintext), "sha256": hashlib.sha256(plaintext).hexdigest(),
+                    "ciphertext_size": len(body), "ciphertext_sha256": ciphertext_sha256,
+                    "received_at": now, "captured_at": captured_at, "device_signature": signature,
+                })
+                db.execute(
+                    """UPDATE recordings SET generation = generation + 1,
+                           first_received_at = COALESCE(first_received_at, :now),
+                           last_received_at = :now, last_activity_at = :now,
+                           final_index = CASE WHEN :final THEN :idx ELSE final_index END,
+                           state = 'receiving'
+                       WHERE id = :id""",
+                    {"now": now, "final": int(final), "idx": index, "id": recording_id},
+                )
+                audit.append_entry(db, at=now, actor=f"device:{device_id}", action="chunk.received",
+                                   recording_id=recording_id,
+                                   detail={"index": index, "ciphertext_sha256": ciphertext_sha256,
+                                           "size": len(body), "final": final})
+                return _receipt(index, len(body), ciphertext_sha256, now), True
+    except BaseException:
+        # Nothing partial: the row was rolled back, so the file goes too
+        # (unless a concurrent identical upload owns the very same file).
+        winner = _held_chunk(archive, recording_id, index)
+        if winner is None or winner["ciphertext_sha256"] != ciphertext_sha256:
+            archive.chunks.delete(recording_id, name)
+        raise
+    # A concurrent upload of the same index committed first.
+    if held["ciphertext_sha256"] != ciphertext_sha256:
+        archive.chunks.delete(recording_id, name)
+    return _settle_duplicate(archive, device_id, recording_id, index, held, ciphertext_sha256)
+
+
+def chunk_file_name(index: int, ciphertext_sha256: str) -> str:
+    """Chunk files are named by index and content, so two racing uploads of
+    different bytes for one index never overwrite each other's file."""
+    return f"{index:010d}-{ciphertext_sha256}"
+
+
+def _held_chunk(archive: Archive, recording_id: str, index: int) -> dict | None:
+    return archive.database.one("SELECT * FROM chunks WHERE recording_id = ? AND idx = ?", [recording_id, index])
+
+
+def _receipt(index: int, size: int, sha256: str, received_at: str) -> dict:
+    return {"index": index, "size": size, "sha256": sha256, "received_at": received_at}
+
+
+def _settle_duplicate(archive, device_id, recording_id, index, held, ciphertext_sha256):
+    if held["ciphertext_sha256"] == ciphertext_sha256:
+        return _receipt(index, held["ciphertext_size"], held["ciphertext_sha256"], held["received_at"]), False
+    with archive.database.transaction() as db:
+        audit.append_entry(db, at=archive.now(), actor=f"device:{device_id}", action="chunk.conflict",
+                           recording_id=recording_id,
+                           detail={"index": index, "held_ciphertext_sha256": held["ciphertext_sha256"],
+                                   "rejected_ciphertext_sha256": ciphertext_sha256})
+    raise ChunkConflict(f"Chunk {index} is already held with different bytes; the first bytes are kept. "
+                        "Do not send this index again.")
+
+
+def _check_final(recording: dict, index: int, final: bool, archive: Archive, db=None) -> None:
+    final_index = recording["final_index"]
+    if final_index is not None and index > final_index:
+        raise PastFinal(f"This recording ends at chunk {final_index} (marked final); nothing comes after it.")
+    if final and final_index is not None and index != final_index:
+        raise PastFinal(f"Chunk {final_index} is already marked final; a recording has one final chunk.")
+    if final:
+        query = (db.query if db is not None else archive.database.query)
+        highest = list(query("SELECT MAX(idx) AS top FROM chunks WHERE recording_id = ?", [recording["id"]]))
+        top = highest[0]["top"] if highest else None
+        if top is not None and top > index:
+            raise PastFinal(f"Chunk {top} is already held, so chunk {index} cannot be the final one.")
+
+
+def _check_device_signature(archive, device_id, recording_id, index, ciphertext_sha256, header) -> str | None:
+    device = archive.database.one("SELECT public_key_pem FROM devices WHERE id = ?", [device_id])
+    pem = device["public_key_pem"] if device else None
+    if pem is None:
+        if header is not None:
+            raise BadDeviceSignature("This device registered no public key, so its chunks cannot be signed; "
+                                     "omit Witness-Device-Signature or register a key.")
+        return None
+    if header is None:
+        raise BadDeviceSignature("This device registered a public key: every chunk needs Witness-Device-Signature.")
+    try:
+        signature = b64url_decode(header, "device_signature")
+        verify_chunk_signature(load_device_public_key(pem), signature, recording_id, index, ciphertext_sha256)
+    except (InvalidInput, InvalidEvidence):
+        raise BadDeviceSignature("Witness-Device-Signature does not verify: sign 'witness/v1 chunk-sig "
+                                 "<recording_id> <index> <hex sha256 of the body>' with the registered key.") from None
+    return b64url_encode(signature)
+
+
+def index_ranges(indexes) -> list[list[int]]:
+    """Inclusive ranges of a sorted iterable of integers: [0,1,2,5] -> [[0,2],[5,5]]."""
+    ranges: list[list[int]] = []
+    for i in indexes:
+        if ranges and ranges[-1][1] == i - 1:
+            ranges[-1][1] = i
+        else:
+            ranges.append([i, i])
+    return ranges
+
+
+def missing_ranges(received: list[list[int]], final_index: int | None) -> list[list[int]]:
+    """Holes below the highest held index, or up to `final_index` when known."""
+    holes, expected = [], 0
+    for start, end in received:
+        if start > expected:
+            holes.append([expected, start - 1])
+        expected = end + 1
+    if final_index is not None and final_index >= expected:
+        holes.append([expected, final_index])
+    return holes
+
+
+def recording_status(archive: Archive, recording_id: str, *, device_id: str | None = None) -> dict:
+    """Upload status for resuming (PROTOCOL.md `GET .../status`). With
+    `device_id`, only that device's recordings are visible (`NotFound`)."""
+    with archive.database.snapshot() as db:
+        row = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])), None)
+        if row is None or (device_id is not None and row["device_id"] != device_id):
+            raise NotFound("No such recording.")
+        indexes = [r["idx"] for r in db.query("SELECT idx FROM chunks WHERE recording_id = ? ORDER BY idx",
+                                              [recording_id])]
+    received = index_ranges(indexes)
+    return {
+        "recording_id": recording_id,
+        "state": row["state"],
+        "received": received,
+        "missing": missing_ranges(received, row["final_index"]),
+        "final_index": row["final_index"],
+        "last_received_at": row["last_received_at"],
+        "manifest_version": row["manifest_version"],
+    }
+
+
+def request_completion(archive: Archive, device_id: str, recording_id: str) -> dict:
+    """Note that the device stopped recording normally. The recording is
+    finalized as `complete` as soon as every chunk up to the final one is held
+    (by the scheduler). Returns the current status. Raises `NotFound`."""
+    owned_recording(archive, recording_id, device_id)
+    with archive.database.transaction() as db:
+        now = archive.now()
+        db.execute("UPDATE recordings SET complete_requested_at = COALESCE(complete_requested_at, ?), "
+                   "last_activity_at = ? WHERE id = ?", [now, now, recording_id])
+        audit.append_entry(db, at=now, actor=f"device:{device_id}", action="recording.complete_requested",
+                           recording_id=recording_id)
+    return recording_status(archive, recording_id, device_id=device_id)

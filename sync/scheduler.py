@@ -1,0 +1,97 @@
+"""Background work: idle finalization and storage reconciliation, run by
+APScheduler in exactly one process however many gunicorn workers serve.
+
+Every process that starts the app calls `start_background_jobs`; each starts
+a daemon thread that waits for an exclusive `flock` on
+`<data>/scheduler.lock`. The one holding it runs the scheduler; the others
+wait. If that process dies (even by kill -9) the kernel releases the lock and
+a waiting process takes over, so no second process has to be remembered.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .archive import Archive
+from .finalize import finalize_due_recordings
+from .reconcile import reconcile_storage
+
+log = logging.getLogger("witness.scheduler")
+_RECONCILE_EVERY_SECONDS = 3600
+
+
+class BackgroundJobs:
+    """Handle on the leader-election thread and, once leader, the scheduler."""
+
+    def __init__(self, archive: Archive):
+        self.archive = archive
+        self.scheduler: BackgroundScheduler | None = None
+        self.is_leader = threading.Event()
+        self._stop = threading.Event()
+        self._lock_fd: int | None = None
+        self._thread = threading.Thread(target=self._run, name="witness-scheduler-leader", daemon=True)
+
+    def start(self) -> "BackgroundJobs":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        path = self.archive.settings.data_dir / "scheduler.lock"
+        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # blocks until we lead
+        if self._stop.is_set():
+            return
+        log.info("process %d runs the background jobs", os.getpid())
+        run_startup_jobs(self.archive)
+        scheduler = BackgroundScheduler(daemon=True)
+        scheduler.add_job(lambda: run_finalizer(self.archive), "interval",
+                          seconds=self.archive.settings.scheduler_interval_seconds,
+                          id="finalize", max_instances=1, coalesce=True)
+        scheduler.add_job(lambda: run_reconcile(self.archive), "interval", seconds=_RECONCILE_EVERY_SECONDS,
+                          id="reconcile", max_instances=1, coalesce=True)
+        scheduler.start()
+        self.scheduler = scheduler
+        self.is_leader.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+
+
+def start_background_jobs(archive: Archive) -> BackgroundJobs:
+    """Start competing for the scheduler lock; see the module docstring."""
+    return BackgroundJobs(archive).start()
+
+
+def run_startup_jobs(archive: Archive) -> None:
+    """What the leader does once when it takes over: reconcile storage, then
+    finalize whatever became due while no process was leading."""
+    run_reconcile(archive)
+    run_finalizer(archive)
+
+
+def run_finalizer(archive: Archive) -> None:
+    try:
+        for recording_id, version in finalize_due_recordings(archive):
+            log.info("finalized %s as manifest version %d", recording_id, version)
+    except Exception:
+        log.exception("finalization failed")
+
+
+def run_reconcile(archive: Archive) -> None:
+    try:
+        report = reconcile_storage(archive)
+        if report.temporaries_removed or report.orphan_files_removed or report.lost_chunks:
+            log.warning("reconciliation: %d temporary files and %d unacknowledged chunk files removed; "
+                        "lost chunks: %s", report.temporaries_removed, len(report.orphan_files_removed),
+                        report.lost_chunks)
+    except Exception:
+        log.exception("reconciliation failed")

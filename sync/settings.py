@@ -1,0 +1,72 @@
+"""Configuration, read from `WITNESS_*` environment variables with safe
+defaults: a plain start needs none of them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_MAX_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the domain needs to know about its surroundings."""
+
+    data_dir: Path
+    keys_dir: Path
+    idle_finalize_seconds: float = 60.0
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
+    open_enrollment: bool = True
+    scheduler_interval_seconds: float = 1.0
+    device_access_minutes: int = 15
+    device_refresh_days: int = 365
+    staff_access_minutes: int = 15
+    staff_refresh_hours: int = 12
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from `environ` (default `os.environ`), then apply
+        `overrides`. Raises `ValueError` naming the variable that is malformed."""
+        env = os.environ if environ is None else environ
+        cwd = Path.cwd()
+        values = dict(
+            data_dir=Path(env.get("WITNESS_DATA_DIR") or cwd / "witness-data"),
+            keys_dir=Path(env.get("WITNESS_KEYS_DIR") or cwd / "witness-keys"),
+            idle_finalize_seconds=_number(env, "WITNESS_IDLE_FINALIZE_SECONDS", 60.0, float),
+            max_chunk_bytes=_number(env, "WITNESS_MAX_CHUNK_BYTES", DEFAULT_MAX_CHUNK_BYTES, int),
+            open_enrollment=_flag(env, "WITNESS_OPEN_ENROLLMENT", True),
+            scheduler_interval_seconds=_number(env, "WITNESS_SCHEDULER_INTERVAL_SECONDS", 1.0, float),
+        )
+        values.update(overrides)
+        settings = cls(**values)
+        if settings.data_dir.resolve() == settings.keys_dir.resolve():
+            raise ValueError("WITNESS_KEYS_DIR must not be WITNESS_DATA_DIR: keys live apart from data")
+        return settings
+
+
+def _number(env, name, default, kind):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, not {raw!r}")
+    return value
+
+
+def _flag(env, name, default):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, not {raw!r}")

@@ -1,0 +1,150 @@
+"""Chunk bytes, stored exactly as received (still encrypted), one file each.
+
+`ChunkStore` is the interface the domain uses; `FileChunkStore` keeps chunks
+under `<data>/chunks/<recording_id>/`. An S3-compatible blob store can replace
+it by implementing the same five methods.
+
+Durability: a chunk is written to a temporary file in the same folder,
+fsync'd, renamed into place, and the folder fsync'd, before `put` returns. A
+crash at any point leaves either no file, a temporary file, or a whole file
+with no record yet; start-up reconciliation (`reconcile.py`) removes the
+latter two.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterator, Protocol
+
+from .errors import StorageFull
+
+TEMP_PREFIX = ".tmp-"
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+class ChunkStore(Protocol):
+    """Where chunk bytes live. Names are chosen by the domain and are safe
+    (digits, hex and a dash): stores need not validate them."""
+
+    def put(self, recording_id: str, name: str, data: bytes) -> None:
+        """Store `data` durably under `name`; raise `StorageFull` if no room."""
+
+    def open(self, recording_id: str, name: str) -> BinaryIO:
+        """Open a stored chunk for reading; raise `FileNotFoundError` if absent."""
+
+    def delete(self, recording_id: str, name: str) -> None:
+        """Remove a stored chunk if present."""
+
+    def names(self, recording_id: str) -> list[str]:
+        """Names of the finished chunks stored for a recording."""
+
+    def recording_ids(self) -> Iterator[str]:
+        """Recordings that have a folder in the store."""
+
+    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
+        """Delete unfinished writes older than the given age; return how many."""
+
+    def size(self, recording_id: str, name: str) -> int:
+        """Size in bytes of a stored chunk; `FileNotFoundError` if absent."""
+
+    def mtime(self, recording_id: str, name: str) -> float:
+        """When a stored chunk was written (epoch seconds); inf if absent."""
+
+
+class FileChunkStore:
+    """Chunk files on the local file system, written atomically and durably."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _folder(self, recording_id: str) -> Path:
+        return self.root / recording_id
+
+    def put(self, recording_id: str, name: str, data: bytes) -> None:
+        folder = self._folder(recording_id)
+        tmp = folder / f"{TEMP_PREFIX}{name}.{secrets.token_hex(6)}"
+        try:
+            if not folder.is_dir():
+                folder.mkdir(exist_ok=True)
+                _fsync_dir(self.root)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, folder / name)
+            _fsync_dir(folder)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            if exc.errno in _FULL_ERRNOS:
+                raise StorageFull("The server's disk is full; keep the chunk and retry later.") from exc
+            raise
+
+    def open(self, recording_id: str, name: str) -> BinaryIO:
+        return open(self._folder(recording_id) / name, "rb")
+
+    def size(self, recording_id: str, name: str) -> int:
+        return (self._folder(recording_id) / name).stat().st_size
+
+    def delete(self, recording_id: str, name: str) -> None:
+        _unlink_quietly(self._folder(recording_id) / name)
+        if self._folder(recording_id).is_dir():
+            _fsync_dir(self._folder(recording_id))
+
+    def names(self, recording_id: str) -> list[str]:
+        folder = self._folder(recording_id)
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(TEMP_PREFIX))
+
+    def recording_ids(self) -> Iterator[str]:
+        for entry in sorted(self.root.iterdir()):
+            if entry.is_dir():
+                yield entry.name
+
+    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for folder in self.root.iterdir():
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                if entry.name.startswith(TEMP_PREFIX) and _mtime(entry) < cutoff:
+                    _unlink_quietly(entry)
+                    removed += 1
+        return removed
+
+    def mtime(self, recording_id: str, name: str) -> float:
+        """Modification time of a stored chunk (for reconciliation's grace period)."""
+        return _mtime(self._folder(recording_id) / name)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

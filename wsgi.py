@@ -1,0 +1,5 @@
+"""The only module-level app: `gunicorn wsgi:app` or `flask --app wsgi run`."""
+
+from server import create_app
+
+app = create_app()
