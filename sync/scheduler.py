@@ -22,6 +22,8 @@ from .finalize import finalize_due_recordings
 from .reconcile import reconcile_storage
 
 log = logging.getLogger("witness.scheduler")
+# One line per tick would drown the log; failures are still logged by us.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
 _RECONCILE_EVERY_SECONDS = 3600
 
 
@@ -49,10 +51,10 @@ class BackgroundJobs:
         log.info("process %d runs the background jobs", os.getpid())
         run_startup_jobs(self.archive)
         scheduler = BackgroundScheduler(daemon=True)
-        scheduler.add_job(lambda: run_finalizer(self.archive), "interval",
+        scheduler.add_job(run_finalizer, "interval", args=[self.archive],
                           seconds=self.archive.settings.scheduler_interval_seconds,
                           id="finalize", max_instances=1, coalesce=True)
-        scheduler.add_job(lambda: run_reconcile(self.archive), "interval", seconds=_RECONCILE_EVERY_SECONDS,
+        scheduler.add_job(run_reconcile, "interval", args=[self.archive], seconds=_RECONCILE_EVERY_SECONDS,
                           id="reconcile", max_instances=1, coalesce=True)
         scheduler.start()
         self.scheduler = scheduler

@@ -1,0 +1,189 @@
+"""Test support: a real server process, a phone speaking raw HTTP, and
+staff made through the real CLI. Used by the end-to-end tests."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from crypto.aead import encrypt_chunk, new_content_key, seal_content_key
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """`gunicorn wsgi:app` (several workers) on 127.0.0.1, with its own data
+    and keys folders; can be killed with SIGKILL and started again."""
+
+    def __init__(self, root: Path, *, workers: int = 2, idle_seconds: float = 2.0, **env):
+        self.root = Path(root)
+        self.data_dir = self.root / "data"
+        self.keys_dir = self.root / "keys"
+        self.workers = workers
+        self.env = {
+            **os.environ,
+            "WITNESS_DATA_DIR": str(self.data_dir),
+            "WITNESS_KEYS_DIR": str(self.keys_dir),
+            "WITNESS_IDLE_FINALIZE_SECONDS": str(idle_seconds),
+            "WITNESS_SCHEDULER_INTERVAL_SECONDS": "0.2",
+            **{k: str(v) for k, v in env.items()},
+        }
+        self.process: subprocess.Popen | None = None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.root / "server.log"
+
+    def start(self) -> "ServerProcess":
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", str(self.workers), "--threads", "4"],
+            cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited at start-up:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/v1/keys", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: master and workers, no cleanup."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cli(self, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
+        """Run `flask --app wsgi witness ...` against this server's folders."""
+        env = dict(self.env)
+        if password is not None:
+            env["WITNESS_PASSWORD"] = password
+        return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "witness", *args],
+                              cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    def staff_token(self, username: str, role: str) -> str:
+        """Create a staff user through the CLI (if new) and log in over HTTP."""
+        password = f"pw-{username}-correct-horse"
+        self.cli("create-user", username, "--role", role, password=password)
+        answer = requests.post(self.url + "/v1/auth/login", json={"username": username, "password": password})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["access_token"]
+
+    def wait_for(self, condition, timeout: float = 30.0, interval: float = 0.1):
+        """Poll `condition()` until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"condition not met within {timeout} s; server log:\n{self.log()[-4000:]}")
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def content_digest(body: bytes) -> str:
+    return "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
+
+
+class Phone:
+    """A device speaking the protocol with raw requests, so tests can also
+    send what a correct client never would."""
+
+    def __init__(self, server: ServerProcess, **register):
+        self.server = server
+        answer = requests.post(server.url + "/v1/devices", json=register)
+        assert answer.status_code == 201, answer.text
+        self.device_id = answer.json()["device_id"]
+        self.token = answer.json()["access_token"]
+        self.refresh_token = answer.json()["refresh_token"]
+        self.keys = requests.get(server.url + "/v1/keys").json()
+
+    @property
+    def auth(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def recording_body(self, recording_id: str | None = None, content_key: bytes | None = None) -> tuple[dict, bytes]:
+        recording_id = recording_id or str(uuid.uuid4())
+        content_key = content_key or new_content_key()
+        public = X25519PublicKey.from_public_bytes(
+            base64.urlsafe_b64decode(self.keys["hpke"]["public_key"] + "=="))
+        body = {
+            "recording_id": recording_id,
+            "content_type": "video/mp4",
+            "started_at": "2026-11-21T14:03:07.123Z",
+            "key_id": self.keys["hpke"]["key_id"],
+            "sealed_key": b64url(seal_content_key(public, recording_id, content_key)),
+        }
+        return body, content_key
+
+    def create_recording(self) -> "Recording":
+        body, key = self.recording_body()
+        answer = requests.post(self.server.url + "/v1/recordings", json=body, headers=self.auth)
+        assert answer.status_code == 201, answer.text
+        return Recording(self, body["recording_id"], key)
+
+
+class Recording:
+    """One recording of a `Phone`, with helpers to build and send chunks."""
+
+    def __init__(self, phone: Phone, recording_id: str, content_key: bytes):
+        self.phone, self.id, self.key = phone, recording_id, content_key
+
+    def chunk(self, index: int, plaintext: bytes | None = None, *, final: bool = False) -> bytes:
+        plaintext = plaintext if plaintext is not None else f"piece {index} ".encode() * 50
+        return encrypt_chunk(self.key, self.id, index, plaintext, final=final)
+
+    def put(self, index: int, body: bytes, *, final: bool = False, digest: str | None = None,
+            headers: dict | None = None, token: str | None = None) -> requests.Response:
+        sent = {
+            "Authorization": f"Bearer {token or self.phone.token}",
+            "Content-Type": "application/octet-stream",
+            "Content-Digest": digest if digest is not None else content_digest(body),
+        }
+        if final:
+            sent["Witness-Final"] = "?1"
+        sent.update(headers or {})
+        return requests.put(f"{self.phone.server.url}/v1/recordings/{self.id}/chunks/{index}",
+                            data=body, headers=sent)
+
+    def status(self, token: str | None = None) -> requests.Response:
+        return requests.get(f"{self.phone.server.url}/v1/recordings/{self.id}/status",
+                            headers={"Authorization": f"Bearer {token or self.phone.token}"})
