@@ -1,0 +1,115 @@
+"""Keys, device registration, staff login, refresh, and the append-only rule
+for device tokens, through a real server."""
+
+from __future__ import annotations
+
+import stat
+
+import requests
+from cryptography.hazmat.primitives import serialization
+
+from ..support import Phone
+
+
+def test_keys_are_public_only_and_files_private(server):
+    keys = requests.get(server.url + "/v1/keys").json()
+    assert keys["hpke"]["suite"] == "X25519-HKDF-SHA256-AES-256-GCM"
+    assert len(keys["hpke"]["public_key"]) == 43  # 32 bytes, base64url unpadded
+    assert keys["signing"]["alg"] == "Ed25519"
+    serialization.load_pem_public_key(keys["signing"]["public_key_pem"].encode())
+    assert "PRIVATE" not in str(keys)
+    assert stat.S_IMODE(server.keys_dir.stat().st_mode) == 0o700
+    files = list(server.keys_dir.iterdir())
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    assert not any(server.data_dir.rglob("*.pem"))
+
+
+def test_device_registration_is_anonymous_and_open_by_default(server):
+    answer = requests.post(server.url + "/v1/devices", json={})
+    assert answer.status_code == 201
+    assert set(answer.json()) == {"device_id", "access_token", "refresh_token"}
+    empty = requests.post(server.url + "/v1/devices")
+    assert empty.status_code == 201
+
+
+def test_unknown_enrollment_code_is_refused(server):
+    answer = requests.post(server.url + "/v1/devices", json={"enrollment_code": "guess"})
+    assert answer.status_code == 403 and answer.json()["error"] == "enrollment_refused"
+
+
+def test_enrollment_code_made_by_the_operator_works(server):
+    code = server.cli("enrollment-code", "--note", "march 12").stdout.strip()
+    answer = requests.post(server.url + "/v1/devices", json={"enrollment_code": code})
+    assert answer.status_code == 201
+
+
+def test_refresh_gives_a_working_access_token(server):
+    phone = Phone(server)
+    answer = requests.post(server.url + "/v1/auth/refresh",
+                           headers={"Authorization": f"Bearer {phone.refresh_token}"})
+    assert answer.status_code == 200
+    phone.token = answer.json()["access_token"]
+    phone.create_recording()
+
+
+def test_access_token_cannot_refresh_and_refresh_token_cannot_upload(server):
+    phone = Phone(server)
+    wrong = requests.post(server.url + "/v1/auth/refresh", headers=phone.auth)
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_token"
+    body, _ = phone.recording_body()
+    answer = requests.post(server.url + "/v1/recordings", json=body,
+                           headers={"Authorization": f"Bearer {phone.refresh_token}"})
+    assert answer.status_code == 401
+
+
+def test_missing_and_garbage_tokens_are_json_401(server):
+    for headers in ({}, {"Authorization": "Bearer not.a.jwt"}, {"Authorization": "Basic abc"}):
+        answer = requests.post(server.url + "/v1/recordings", json={}, headers=headers)
+        assert answer.status_code == 401
+        assert answer.json()["error"] in ("unauthorized", "invalid_token")
+
+
+def test_device_token_can_neither_read_nor_list_footage(server):
+    phone = Phone(server)
+    recording = phone.create_recording()
+    recording.put(0, recording.chunk(0, final=True), final=True)
+    base = f"{server.url}/v1/recordings/{recording.id}"
+    for url in (base + "/manifest", base + "/manifest.sig", base + "/media"):
+        answer = requests.get(url, headers=phone.auth)
+        assert answer.status_code == 403, url
+        assert answer.json()["error"] == "forbidden"
+    # Nothing lets a device alter or delete what it sent.
+    for method in ("DELETE", "PATCH"):
+        answer = requests.request(method, base + "/chunks/0", headers=phone.auth)
+        assert answer.status_code == 405 and answer.json()["error"] == "method_not_allowed"
+    assert requests.delete(base, headers=phone.auth).status_code in (404, 405)
+
+
+def test_staff_login_and_the_same_answer_for_unknown_users(server):
+    server.staff_token("rosa", "observer")
+    good = requests.post(server.url + "/v1/auth/login",
+                         json={"username": "rosa", "password": "pw-rosa-correct-horse"})
+    assert good.status_code == 200 and set(good.json()) == {"access_token", "refresh_token"}
+    wrong_password = requests.post(server.url + "/v1/auth/login", json={"username": "rosa", "password": "x" * 14})
+    no_such_user = requests.post(server.url + "/v1/auth/login", json={"username": "nobody", "password": "x" * 14})
+    assert wrong_password.status_code == no_such_user.status_code == 401
+    assert wrong_password.json() == no_such_user.json() == {"error": "bad_credentials",
+                                                            "message": wrong_password.json()["message"]}
+
+
+def test_staff_cannot_upload(server):
+    token = server.staff_token("lena", "lawyer")
+    body, _ = Phone(server).recording_body()
+    answer = requests.post(server.url + "/v1/recordings", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 403
+
+
+def test_staff_can_read_status(server):
+    recording = Phone(server).create_recording()
+    token = server.staff_token("omar", "custodian")
+    assert recording.status(token=token).status_code == 200
+
+
+def test_unknown_route_and_method_are_json(server):
+    answer = requests.get(server.url + "/nope")
+    assert answer.status_code == 404 and answer.headers["Content-Type"].startswith("application/json")
