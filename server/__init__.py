@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 
+import click
+
 from flask import Flask
 
 from sync.archive import Archive
@@ -51,9 +53,14 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _is_cli_command() -> bool:
-    # `flask --app wsgi witness ...` builds the app too; an operator command
-    # must not become the scheduler leader and hold the lock while it runs.
-    import sys
-
-    argv = sys.argv
-    return os.path.basename(argv[0]) in ("flask", "flask.exe") and "run" not in argv[1:]
+    """True inside `flask ... witness ...` and other operator commands, which
+    build the app too but must not compete to run the scheduler; False when
+    serving (gunicorn, or `flask run`)."""
+    if os.environ.get("FLASK_RUN_FROM_CLI") != "true":
+        return False
+    context = click.get_current_context(silent=True)
+    while context is not None:
+        if context.info_name == "run":
+            return False
+        context = context.parent
+    return True

@@ -1,0 +1,75 @@
+"""The reference device client: offline recording into the outbox, then
+delivery after the app restarts and the server comes back."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from sync.client import Backoff, DeviceClient, ServerUnreachable, UploadRefused
+
+
+def test_pieces_recorded_offline_arrive_after_a_restart(fresh_server, tmp_path):
+    server = fresh_server.start()
+    outbox = tmp_path / "phone"
+    phone = DeviceClient(server.url, outbox, backoff=Backoff(base=0.05, cap=0.2), timeout=2)
+    phone.register()
+    phone.server_keys()
+    server.stop()  # the network goes away
+
+    recording_id = phone.start_recording("video/mp4")
+    pieces = [f"second {i}".encode() * 500 for i in range(6)]
+    for i, piece in enumerate(pieces):
+        phone.add_piece(recording_id, piece, final=i == len(pieces) - 1)
+    with pytest.raises(ServerUnreachable):
+        phone.upload_pending(recording_id, deadline=time.monotonic() + 1)
+    assert phone.pending_indexes(recording_id) == list(range(6))
+
+    server.start()  # hours later, the app restarts with the same outbox
+    again = DeviceClient(server.url, outbox, backoff=Backoff(base=0.05, cap=0.2))
+    assert again.recordings() == [recording_id]
+    assert again.upload_pending(recording_id, deadline=time.monotonic() + 30) == 6
+    assert again.pending_indexes(recording_id) == []
+
+    token = server.staff_token("client-observer", "observer")
+    headers = {"Authorization": f"Bearer {token}"}
+    server.wait_for(lambda: requests.get(f"{server.url}/v1/recordings/{recording_id}/status",
+                                         headers=headers).json()["state"] == "complete")
+    media = requests.get(f"{server.url}/v1/recordings/{recording_id}/media", headers=headers)
+    assert media.content == b"".join(pieces)
+
+
+def test_resume_skips_what_the_server_already_holds(fresh_server, tmp_path):
+    server = fresh_server.start()
+    phone = DeviceClient(server.url, tmp_path / "phone")
+    phone.register()
+    recording_id = phone.start_recording("video/mp4")
+    for i in range(3):
+        phone.add_piece(recording_id, b"x" * 100)
+    assert phone.upload_pending(recording_id) == 3
+    # The ack of chunk 3 was lost: the server has it, the phone does not know.
+    phone.add_piece(recording_id, b"y" * 100, final=True)
+    phone._upload_chunk(recording_id, 3, None)
+    restored = tmp_path / "phone" / "recordings" / recording_id
+    (restored / "0000000003.chunk").write_bytes(b"stale copy that must not be sent")
+    (restored / "0000000003.meta").write_text('{"final": true, "captured_at": "2026-11-21T14:03:07.123Z"}')
+    status = phone.resume(recording_id)
+    assert status["received"] == [[0, 3]]
+    assert phone.pending_indexes(recording_id) == []
+
+
+def test_a_permanent_refusal_parks_the_chunk_instead_of_retrying(fresh_server, tmp_path):
+    server = fresh_server.start()
+    phone = DeviceClient(server.url, tmp_path / "phone")
+    phone.register()
+    recording_id = phone.start_recording("video/mp4")
+    phone.add_piece(recording_id, b"z" * 100)
+    folder = tmp_path / "phone" / "recordings" / recording_id
+    (folder / "0000000000.chunk").write_bytes(b"corrupted on the phone's flash")
+    with pytest.raises(UploadRefused) as refused:
+        phone.upload_pending(recording_id, deadline=time.monotonic() + 10)
+    assert refused.value.error == "chunk_unreadable"
+    assert (folder / "rejected" / "0000000000.reason").read_text().startswith("422 chunk_unreadable")
+    assert phone.pending_indexes(recording_id) == []
