@@ -45,9 +45,7 @@ def put_chunk(recording_id: str, index: str):
         return error_response(415, "unsupported_media_type", "Send chunks as Content-Type: application/octet-stream.")
     if request.content_length is not None and request.content_length > limit:
         raise ChunkTooLarge(f"Chunks may be at most {limit} bytes; split the piece.")
-    body = request.stream.read(limit + 1)
-    if len(body) > limit:
-        raise ChunkTooLarge(f"Chunks may be at most {limit} bytes; split the piece.")
+    body = _read_body(limit)
     receipt, created = ingest.accept_chunk(
         archive(), g.device_id, recording_id, index, body,
         content_digest=request.headers.get("Content-Digest"),
@@ -70,6 +68,20 @@ def recording_status(recording_id: str):
 def complete_recording(recording_id: str):
     """The device stopped normally; finalize once all chunks are held."""
     return jsonify(ingest.request_completion(archive(), g.device_id, path_recording_id(recording_id))), 202
+
+
+def _read_body(limit: int) -> bytes:
+    # The WSGI input is a raw stream: one read may return less than asked,
+    # so read until the end, refusing as soon as the body passes the limit.
+    parts, size = [], 0
+    while True:
+        part = request.stream.read(min(1 << 20, limit + 1 - size))
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        size += len(part)
+        if size > limit:
+            raise ChunkTooLarge(f"Chunks may be at most {limit} bytes; split the piece.")
 
 
 def _final_flag(header: str | None) -> bool:

@@ -4,6 +4,7 @@ After every refused chunk, nothing may be left behind: no file, no row."""
 from __future__ import annotations
 
 import base64
+import os
 import hashlib
 import sqlite3
 
@@ -225,3 +226,18 @@ def test_signature_from_a_device_without_a_key_is_refused(server):
 def test_device_public_key_must_be_ed25519(server):
     answer = requests.post(server.url + "/v1/devices", json={"public_key_pem": "not a key"})
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_public_key"
+
+
+def test_chunked_transfer_encoding_body_is_read_whole(server):
+    recording = Phone(server).create_recording()
+    body = recording.chunk(0, os.urandom(700 * 1024))
+
+    def pieces():  # no Content-Length: the body arrives in uneven pieces
+        for start in range(0, len(body), 65000):
+            yield body[start:start + 65000]
+
+    answer = requests.put(f"{server.url}/v1/recordings/{recording.id}/chunks/0", data=pieces(),
+                          headers={**recording.phone.auth, "Content-Type": "application/octet-stream",
+                                   "Content-Digest": content_digest(body)})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["size"] == len(body)
