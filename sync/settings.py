@@ -4,7 +4,7 @@ defaults: a plain start needs none of them."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -25,7 +25,6 @@ class Settings:
     device_refresh_days: int = 365
     staff_access_minutes: int = 15
     staff_refresh_hours: int = 12
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":

@@ -241,3 +241,18 @@ def test_chunked_transfer_encoding_body_is_read_whole(server):
                                    "Content-Digest": content_digest(body)})
     assert answer.status_code == 201, answer.text
     assert answer.json()["size"] == len(body)
+
+
+def test_oversized_body_without_content_length_is_413(server):
+    recording = Phone(server).create_recording()
+    body = recording.chunk(0, bytes(1024 * 1024 + 100))
+
+    def pieces():
+        for start in range(0, len(body), 100000):
+            yield body[start:start + 100000]
+
+    answer = requests.put(f"{server.url}/v1/recordings/{recording.id}/chunks/0", data=pieces(),
+                          headers={**recording.phone.auth, "Content-Type": "application/octet-stream",
+                                   "Content-Digest": content_digest(body)})
+    assert answer.status_code == 413 and answer.json()["error"] == "chunk_too_large"
+    assert_nothing_left(server, recording, [])
