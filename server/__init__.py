@@ -45,10 +45,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     for blueprint in (public.bp, devices.bp, staff.bp):
         app.register_blueprint(blueprint)
     app.cli.add_command(witness)
+    # Logging first: the scheduler thread may log the moment it starts.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     if app.config.get("BACKGROUND_JOBS", True) and not _is_cli_command():
         app.extensions["witness_jobs"] = start_background_jobs(archive)
-    if not app.debug:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     return app
 
 

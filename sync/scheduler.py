@@ -6,6 +6,7 @@ a daemon thread that waits for an exclusive `flock` on
 `<data>/scheduler.lock`. The one holding it runs the scheduler; the others
 wait. If that process dies (even by kill -9) the kernel releases the lock and
 a waiting process takes over, so no second process has to be remembered.
+The leader writes its process id into the lock file.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class BackgroundJobs:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # blocks until we lead
         if self._stop.is_set():
             return
+        # Say who leads, for operators: `cat <data>/scheduler.lock`.
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
         log.info("process %d runs the background jobs", os.getpid())
         run_startup_jobs(self.archive)
         scheduler = BackgroundScheduler(daemon=True)
