@@ -25,7 +25,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Build the app. Settings come from `WITNESS_*` environment variables;
     `test_config` may hold `SETTINGS` (a `Settings`), `CLOCK`, and
     `BACKGROUND_JOBS` (default True: compete to run the scheduler)."""
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     config = dict(test_config or {})
     settings = config.pop("SETTINGS", None) or Settings.from_env()
     archive = Archive(settings, **({"clock": config.pop("CLOCK")} if "CLOCK" in config else {}))

@@ -10,7 +10,7 @@ from sync.errors import ChunkTooLarge, InvalidInput
 
 from .auth import DEVICE, STAFF_ROLES, archive, issue_tokens, require_role
 from .errors import error_response
-from .requests import json_body, path_chunk_index, path_recording_id
+from .requests import has_body, json_body, path_chunk_index, path_recording_id
 
 bp = Blueprint("devices", __name__)
 
@@ -18,7 +18,7 @@ bp = Blueprint("devices", __name__)
 @bp.post("/v1/devices")
 def register_device():
     """Anonymous device registration; answers the device's tokens."""
-    body = json_body() if request.content_length else {}
+    body = json_body() if has_body() else {}
     device_id = accounts.register_device(
         archive(), enrollment_code=body.get("enrollment_code"), public_key_pem=body.get("public_key_pem")
     )

@@ -14,12 +14,19 @@ def json_body() -> dict:
     """The request's JSON object; `InvalidInput` for anything else."""
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise InvalidInput("body_too_large", f"JSON bodies are at most {MAX_JSON_BYTES} bytes.")
+    # Enforced while reading too, for bodies sent without a Content-Length.
+    request.max_content_length = MAX_JSON_BYTES
     if not request.is_json:
         raise InvalidInput("invalid_body", "Send a JSON object with Content-Type: application/json.")
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise InvalidInput("invalid_body", "The body must be a JSON object.")
     return body
+
+
+def has_body() -> bool:
+    """True if the request carries a body (with a length, or chunked)."""
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
 
 def path_recording_id(text: str) -> str:

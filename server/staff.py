@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from flask import Blueprint, Response, request
@@ -59,5 +60,9 @@ def media(recording_id: str):
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{total}"
     headers["Content-Length"] = str(max(end - start + 1, 0))
-    chunks = footage.iter_footage_range(archive(), recording, rows, start, end) if total else iter(())
-    return Response(chunks, status=status, mimetype=None, content_type=recording["content_type"], headers=headers)
+    pieces = footage.iter_footage_range(archive(), recording, rows, start, end) if total else iter(())
+    # Decrypt the first piece before the headers go out, so a damaged chunk
+    # there is still a JSON error. Damage found later can only cut the body
+    # short of its Content-Length, which every HTTP client reports as an error.
+    first = next(pieces, b"")
+    return Response(itertools.chain([first], pieces), status=status, mimetype=None, content_type=recording["content_type"], headers=headers)

@@ -23,7 +23,7 @@ from .archive import Archive
 from .errors import BadCredentials, EnrollmentRefused, InvalidInput
 
 STAFF_ROLES = ("observer", "lawyer", "custodian")
-_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 _MAX_PASSWORD_BYTES = 1024
 _MIN_PASSWORD_CHARS = 12
 # RFC 9106's second recommended setting: 64 MiB, 3 passes, 4 lanes.
@@ -100,7 +100,7 @@ def create_staff_user(archive: Archive, username: str, role: str, password: str,
 
     Raises `InvalidInput` for a malformed or taken username, an unknown role,
     or a password shorter than 12 characters."""
-    if not isinstance(username, str) or not _USERNAME.match(username):
+    if not isinstance(username, str) or not _USERNAME.fullmatch(username):
         raise InvalidInput("invalid_username", "Usernames are 2-64 characters: lowercase letters, digits, '.', '_' or '-'.")
     if role not in STAFF_ROLES:
         raise InvalidInput("invalid_role", f"role must be one of {', '.join(STAFF_ROLES)}.")

@@ -65,7 +65,8 @@ def finalize_recording(archive: Archive, recording_id: str) -> int | None:
 
     Streams the footage once, one chunk at a time, to hash it and to check
     each stored chunk against its record. Raises `NotFound`, and
-    `footage.FootageDamaged` if a stored chunk is missing or altered.
+    `footage.FootageDamaged` if a stored chunk is missing or altered — after
+    taking that chunk out of the records, so the next attempt signs the gap.
     """
     with archive.database.snapshot() as db:
         recording = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])), None)
@@ -152,7 +153,10 @@ def manifest_versions(archive: Archive, recording_id: str) -> list[dict]:
 def signed_manifest(archive: Archive, recording_id: str, version: int | None = None) -> dict:
     """The manifest row (`body`, `signature`, `sha256`, `version`) of the
     given or the latest version. Raises `NotFound` for an unknown version and
-    `NotReady` while the recording has no manifest yet."""
+    `NotReady` while the recording has no manifest yet; `NotFound` for an
+    unknown recording too."""
+    if archive.database.one("SELECT 1 FROM recordings WHERE id = ?", [recording_id]) is None:
+        raise NotFound("No such recording.")
     if version is None:
         row = archive.database.one(
             "SELECT * FROM manifests WHERE recording_id = ? ORDER BY version DESC LIMIT 1", [recording_id])

@@ -13,16 +13,27 @@ from crypto.aead import decrypt_chunk, open_content_key
 from .archive import Archive
 from .errors import NotFound
 from .ingest import chunk_file_name
+from .reconcile import forget_chunk
 
 
 class FootageDamaged(Exception):
-    """A stored chunk no longer matches its record (disk damage or tampering)."""
+    """A stored chunk no longer matches its record (disk damage or tampering).
+    `recording_id` and `row` name the chunk."""
+
+    def __init__(self, message: str, recording_id: str, row: dict):
+        super().__init__(message)
+        self.recording_id, self.row = recording_id, row
 
 
 def iter_chunk_plaintexts(archive: Archive, recording: dict, chunk_rows: list[dict]) -> Iterator[tuple[dict, bytes]]:
     """Yield `(row, plaintext)` for each chunk row in the order given, reading
-    and decrypting one chunk at a time. Raises `FootageDamaged` when a file is
-    missing, fails its AEAD tag, or decrypts to other bytes than recorded."""
+    and decrypting one chunk at a time.
+
+    Raises `FootageDamaged` when a file is missing, fails its AEAD tag, or
+    decrypts to other bytes than recorded — after taking that chunk out of
+    the records (file quarantined, hashes audited), so bytes that no longer
+    match their receipt are never served or signed, status shows the chunk
+    missing for the phone to re-send, and the next manifest lists the gap."""
     key = open_content_key(archive.keys.hpke_private, recording["id"], bytes(recording["sealed_key"]))
     for row in chunk_rows:
         name = chunk_file_name(row["idx"], row["ciphertext_sha256"])
@@ -30,17 +41,14 @@ def iter_chunk_plaintexts(archive: Archive, recording: dict, chunk_rows: list[di
             with archive.chunks.open(recording["id"], name) as stored:
                 ciphertext = stored.read()
             plaintext = decrypt_chunk(key, recording["id"], row["idx"], ciphertext, final=bool(row["final"]))
-        except (OSError, InvalidEvidence) as exc:
-            raise FootageDamaged(f"chunk {row['idx']} of recording {recording['id']} is missing or damaged") from exc
-        if hashlib.sha256(plaintext).hexdigest() != row["sha256"]:
-            raise FootageDamaged(f"chunk {row['idx']} of recording {recording['id']} does not match its record")
+            intact = hashlib.sha256(plaintext).hexdigest() == row["sha256"]
+        except (OSError, InvalidEvidence):
+            intact = False
+        if not intact:
+            forget_chunk(archive, recording["id"], row, action="chunk.damaged")
+            raise FootageDamaged(f"chunk {row['idx']} of recording {recording['id']} is missing or damaged; "
+                                 "it was quarantined and taken out of the records", recording["id"], row)
         yield row, plaintext
-
-
-def chunk_rows(archive: Archive, recording_id: str) -> list[dict]:
-    """The chunk rows of a recording in index order (small: about 100 bytes a
-    chunk, a few hundred KB for an hour)."""
-    return archive.database.query("SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id])
 
 
 def footage_layout(archive: Archive, recording_id: str) -> tuple[dict, list[dict], int]:

@@ -38,7 +38,7 @@ from .errors import (
 from .timefmt import normalize_time
 
 MAX_CHUNK_INDEX = 2**31 - 1
-_CONTENT_TYPE = re.compile(r"^(video|audio)/[a-z0-9][a-z0-9.+-]{0,62}(\s*;\s*[a-z0-9-]+=(\"[^\"]{0,120}\"|[a-z0-9.,+-]{1,120}))*$", re.I)
+_CONTENT_TYPE = re.compile(r"(video|audio)/[a-z0-9][a-z0-9.+-]{0,62}(\s*;\s*[a-z0-9-]+=(\"[^\"]{0,120}\"|[a-z0-9.,+-]{1,120}))*", re.I)
 _DIGEST_MEMBER = re.compile(r"^\s*([a-z0-9-]+)\s*=\s*:([A-Za-z0-9+/=]*):\s*$")
 
 
@@ -86,7 +86,7 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
         raise InvalidInput("invalid_body", "The body must be a JSON object.")
     recording_id = parse_recording_id(body.get("recording_id"))
     content_type = body.get("content_type")
-    if not isinstance(content_type, str) or not _CONTENT_TYPE.match(content_type):
+    if not isinstance(content_type, str) or not _CONTENT_TYPE.fullmatch(content_type):
         raise InvalidInput("invalid_content_type", "content_type must be a video/* or audio/* media type.")
     try:
         started_at = normalize_time(body.get("started_at"))

@@ -6,7 +6,8 @@ The write order (file durable, then row committed) means a crash can leave:
   failed after the write): removed — it was never acknowledged;
 - a row whose file is gone or has the wrong size (disk damage or someone
   deleting files): the row is removed so the chunk shows as missing and the
-  phone re-sends it, and the loss is written to the audit log.
+  phone re-sends it, the loss is written to the audit log, and a damaged
+  file is kept in quarantine.
 
 Other processes may be uploading while this runs, so files younger than a
 grace period are left alone: an upload in flight is never mistaken for debris.
@@ -65,12 +66,18 @@ def reconcile_storage(archive: Archive, *, grace_seconds: float = GRACE_SECONDS)
             except FileNotFoundError:
                 intact = False
             if not intact:
-                _forget_lost_chunk(archive, recording_id, row)
+                forget_chunk(archive, recording_id, row, action="chunk.lost")
                 report.lost_chunks.append((recording_id, row["idx"]))
     return report
 
 
-def _forget_lost_chunk(archive: Archive, recording_id: str, row: dict) -> None:
+def forget_chunk(archive: Archive, recording_id: str, row: dict, *, action: str) -> None:
+    """Take a chunk whose stored bytes are gone or damaged out of the records,
+    so status shows it missing (the phone re-sends it) and the next manifest
+    lists the gap. Damaged bytes are moved to quarantine, never deleted; the
+    record's hashes go into the audit log as `action`."""
+    name = chunk_file_name(row["idx"], row["ciphertext_sha256"])
+    archive.chunks.quarantine(recording_id, name)
     with archive.database.transaction() as db:
         now = archive.now()
         db.execute("DELETE FROM chunks WHERE recording_id = ? AND idx = ?", [recording_id, row["idx"]])
@@ -78,5 +85,5 @@ def _forget_lost_chunk(archive: Archive, recording_id: str, row: dict) -> None:
         db.execute("UPDATE recordings SET generation = generation + 1, last_activity_at = ?, "
                    "final_index = CASE WHEN final_index = ? THEN NULL ELSE final_index END WHERE id = ?",
                    [now, row["idx"], recording_id])
-        audit.append_entry(db, at=now, actor="system", action="chunk.lost", recording_id=recording_id,
+        audit.append_entry(db, at=now, actor="system", action=action, recording_id=recording_id,
                            detail={"index": row["idx"], "ciphertext_sha256": row["ciphertext_sha256"]})

@@ -23,6 +23,7 @@ from typing import BinaryIO, Iterator, Protocol
 from .errors import StorageFull
 
 TEMP_PREFIX = ".tmp-"
+QUARANTINE = ".quarantine"
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
@@ -50,6 +51,10 @@ class ChunkStore(Protocol):
 
     def size(self, recording_id: str, name: str) -> int:
         """Size in bytes of a stored chunk; `FileNotFoundError` if absent."""
+
+    def quarantine(self, recording_id: str, name: str) -> None:
+        """Move a damaged chunk out of the recording, keeping its bytes for
+        examination; nothing happens if it is absent."""
 
     def mtime(self, recording_id: str, name: str) -> float:
         """When a stored chunk was written (epoch seconds); inf if absent."""
@@ -100,6 +105,16 @@ class FileChunkStore:
         if self._folder(recording_id).is_dir():
             _fsync_dir(self._folder(recording_id))
 
+    def quarantine(self, recording_id: str, name: str) -> None:
+        source = self._folder(recording_id) / name
+        if not source.exists():
+            return
+        target = self.root / QUARANTINE / recording_id
+        target.mkdir(parents=True, exist_ok=True)
+        os.rename(source, target / f"{name}.{int(time.time())}")
+        _fsync_dir(target)
+        _fsync_dir(source.parent)
+
     def names(self, recording_id: str) -> list[str]:
         folder = self._folder(recording_id)
         if not folder.is_dir():
@@ -108,14 +123,14 @@ class FileChunkStore:
 
     def recording_ids(self) -> Iterator[str]:
         for entry in sorted(self.root.iterdir()):
-            if entry.is_dir():
+            if entry.is_dir() and not entry.name.startswith("."):
                 yield entry.name
 
     def remove_stale_temporaries(self, older_than_seconds: float) -> int:
         cutoff = time.time() - older_than_seconds
         removed = 0
         for folder in self.root.iterdir():
-            if not folder.is_dir():
+            if not folder.is_dir() or folder.name == QUARANTINE:
                 continue
             for entry in folder.iterdir():
                 if entry.name.startswith(TEMP_PREFIX) and _mtime(entry) < cutoff:

@@ -3,10 +3,14 @@ for device tokens, through a real server."""
 
 from __future__ import annotations
 
+import json
 import stat
 
 import requests
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from crypto.signing import public_key_pem
 
 from ..support import Phone
 
@@ -113,3 +117,18 @@ def test_staff_can_read_status(server):
 def test_unknown_route_and_method_are_json(server):
     answer = requests.get(server.url + "/nope")
     assert answer.status_code == 404 and answer.headers["Content-Type"].startswith("application/json")
+
+
+def test_chunked_registration_body_is_read(server):
+    body = json.dumps({"enrollment_code": "not-a-code", "public_key_pem": public_key_pem(
+        Ed25519PrivateKey.generate().public_key())}).encode()
+    answer = requests.post(server.url + "/v1/devices", data=iter([body[:20], body[20:]]),
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 403 and answer.json()["error"] == "enrollment_refused"
+
+
+def test_oversized_json_body_is_refused_even_when_chunked(server):
+    body = b'{"username": "' + b"a" * 100_000 + b'", "password": "x"}'
+    answer = requests.post(server.url + "/v1/auth/login", data=iter([body[:50_000], body[50_000:]]),
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code in (400, 413) and "error" in answer.json()

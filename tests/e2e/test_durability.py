@@ -108,8 +108,7 @@ def test_startup_reconciles_files_with_records(fresh_server):
         os.utime(path, (old, old))
 
     server.start()
-    server.wait_for(lambda: not orphan.exists() and not temporary.exists())
-    assert not any(stranger.iterdir())
+    server.wait_for(lambda: not orphan.exists() and not temporary.exists() and not any(stranger.iterdir()))
     status = recording.status().json()
     assert status["received"] == [[0, 0], [2, 2]] and status["missing"] == [[1, 1]]
     with sqlite3.connect(server.data_dir / "witness.sqlite3") as db:

@@ -113,3 +113,11 @@ def test_content_key_never_leaves_in_any_answer(server):
     body, key = phone.recording_body(content_key=new_content_key())
     answer = post(server, phone, body)
     assert b64url(key) not in answer.text and key.hex() not in answer.text
+
+
+def test_trailing_newline_in_content_type_is_refused(server):
+    phone = Phone(server)
+    body, _ = phone.recording_body()
+    body["content_type"] = "video/mp4\n"
+    answer = post(server, phone, body)
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_content_type"
