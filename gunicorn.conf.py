@@ -17,3 +17,7 @@ timeout = 60
 graceful_timeout = 20
 keepalive = 30
 accesslog = os.environ.get("WITNESS_ACCESS_LOG") or None
+# gunicorn's control socket is one path per user (~/.gunicorn/gunicorn.ctl):
+# several servers on one machine (tests, benchmarks) would take it from each
+# other, and nothing here uses it.
+control_socket_disable = True

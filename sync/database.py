@@ -6,11 +6,19 @@ Connections are per thread (sqlite3 objects must not cross threads) and run in
 autocommit mode; every write goes through `transaction()`, which takes the
 write lock up front (`BEGIN IMMEDIATE`) so read-then-write sequences are
 serialized across threads and gunicorn workers alike.
+
+Writers queue on a blocking lock (a thread lock, then `flock` on a file
+beside the database) before `BEGIN IMMEDIATE`. Left to SQLite alone, a
+writer that finds the database locked sleeps and polls (1, 2, 5 ... 100 ms),
+which under many concurrent uploads turned millisecond commits into
+second-long acknowledgement delays (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -29,6 +37,9 @@ class Database:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._local = threading.local()
+        self._writer = threading.Lock()
+        self._writer_lock_path = self.path.with_name(self.path.name + ".write-lock")
+        self._writer_fd, self._writer_pid = -1, None
         with self.transaction() as db:
             _create_schema(db)
 
@@ -48,22 +59,37 @@ class Database:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
         """A write transaction: commits on success (durably, given
-        `synchronous=FULL`), rolls back on any exception."""
+        `synchronous=FULL`), rolls back on any exception. Raises
+        `StorageFull` when the disk is full."""
         db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._writer, self._writer_flock():
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if "full" in str(exc).lower():
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc).lower():
+                    raise
                 if db.conn.in_transaction:
                     db.execute("ROLLBACK")
                 raise StorageFull("The server's disk is full; nothing was kept. Retry later.") from exc
-            raise
+
+    @contextlib.contextmanager
+    def _writer_flock(self) -> Iterator[None]:
+        # One descriptor per process: flock excludes open file descriptions,
+        # so a descriptor inherited across fork would not exclude anything.
+        if self._writer_pid != os.getpid():
+            self._writer_fd = os.open(self._writer_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._writer_pid = os.getpid()
+        fcntl.flock(self._writer_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._writer_fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite_utils.Database]:
