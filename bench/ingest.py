@@ -41,7 +41,6 @@ import json
 import math
 import os
 import random
-import secrets
 import shutil
 import signal
 import socket
@@ -63,7 +62,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey  # 
 from crypto.aead import TAG_BYTES, encrypt_chunk, new_content_key, seal_content_key  # noqa: E402
 
 CHUNK_BYTES = 256 * 1024          # ciphertext size on the wire (plaintext + 16-byte tag)
-MIB = 1024 * 1024
 LATE_THRESHOLD_S = 0.1            # a paced send starting later than this after its slot is "late"
 RETRY_PAUSE_S = 0.5               # pause before resending a chunk that was not acknowledged
 HARD_CAP_SECONDS_PER_RUN = 300    # no single run may exceed this, whatever the options
@@ -397,7 +395,7 @@ def scan_log(path: Path, stop_offset: int, workers: int) -> dict:
                 kinds.append("tracebacks")
             if "WORKER TIMEOUT" in line:
                 kinds.append("worker_timeouts")
-            if "was sent SIGKILL" in line or "was sent SIG" in line or "exited with code" in line:
+            if "was sent SIG" in line or "exited with code" in line:
                 kinds.append("worker_kills")
             if " ERROR " in line or "[ERROR]" in line or "[CRITICAL]" in line or " CRITICAL " in line:
                 kinds.append("error_lines")
@@ -529,10 +527,10 @@ async def run_one(spec: RunSpec, *, url: str | None, args, root: Path, log_dir: 
                 raise RuntimeError(f"GET /v1/keys answered {status}")
             keys = json.loads(body)
 
-        # The physical peer, measured right before the run on the same disk.
+        # The physical peer, measured right before and right after the run on
+        # the same disk (the machine is shared: its speed drifts).
         peer_dir = (Path(args.peer_dir) if args.peer_dir else run_root) / "peer"
-        n["peer"] = physical_peer(peer_dir, args.peer_seconds)
-        shutil.rmtree(peer_dir, ignore_errors=True)
+        n["peer_before"] = physical_peer(peer_dir, args.peer_seconds)
 
         phones = [Phone(i, host, port, plaintext) for i in range(spec.phones)]
         t_reg = time.monotonic()
@@ -581,6 +579,9 @@ async def run_one(spec: RunSpec, *, url: str | None, args, root: Path, log_dir: 
         total = e[3][2] - b[3][2]
         n["machine_busy_pct"] = 100 * busy / total if total else float("nan")
         n["machine_steal_pct"] = 100 * steal / total if total else float("nan")
+        # Whatever else ran meanwhile (other tenants, kernel threads), in cores.
+        busy_cores = (busy / total) * (os.cpu_count() or 1) if total else float("nan")
+        n["other_cpu_cores"] = max(0.0, busy_cores - n["client_cpu_cores"] - n.get("server_cpu_cores", 0.0))
 
         samples = [s for p in phones for s in p.samples]
         ok = [s for s in samples if s.status in (200, 201)]
@@ -619,9 +620,13 @@ async def run_one(spec: RunSpec, *, url: str | None, args, root: Path, log_dir: 
             # Slots due in the window that were never acknowledged: the backlog.
             due_total = sum(math.ceil(spec.seconds - ph) for ph in phases)
             n["backlog_at_end"] = max(0, due_total - sum(p.next_index for p in phones))
-        n["ratio_to_peer"] = n["acked_per_s"] / n["peer"]["chunks_per_s"] if n["peer"]["chunks_per_s"] else None
         for p in phones:
             p.conn.close()
+        n["peer_after"] = physical_peer(peer_dir, args.peer_seconds)
+        shutil.rmtree(peer_dir, ignore_errors=True)
+        peer_rate = (n["peer_before"]["chunks_per_s"] + n["peer_after"]["chunks_per_s"]) / 2
+        n["peer"] = {"chunks_per_s": peer_rate, "mb_per_s": peer_rate * CHUNK_BYTES / 1e6}
+        n["ratio_to_peer"] = n["acked_per_s"] / peer_rate if peer_rate else None
         return result
     finally:
         if server is not None:
@@ -630,7 +635,9 @@ async def run_one(spec: RunSpec, *, url: str | None, args, root: Path, log_dir: 
             server.stop()
             n["server_log"] = str(server.log_path)
             n["server_log_findings"] = scan_log(server.log_path, stop_offset, workers)
-            shutil.rmtree(run_root, ignore_errors=True)
+        shutil.rmtree(run_root, ignore_errors=True)
+        if args.peer_dir:
+            shutil.rmtree(Path(args.peer_dir) / "peer", ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- report
@@ -646,10 +653,13 @@ def fmt(value, digits=0) -> str:
 
 def markdown(results: list[RunResult], meta: dict) -> str:
     out = []
-    out.append(f"Witness Sync ingest benchmark — {meta['when']}  ")
+    out.append(f"Witness Sync ingest benchmark — {meta['when']}, code {meta['code']}  ")
     out.append(f"chunk {CHUNK_BYTES // 1024} KiB ciphertext, window {meta['seconds']} s "
                f"(first {meta['warmup']} s not measured), target {meta['target']}, "
                f"{meta['cpus']} CPUs, load generator and server on the same machine")
+    if meta.get("external"):
+        out.append("(--url: the server's CPU is not measured; 'other CPU' below includes it, and the peer ran on "
+                   "this machine's temporary folder, which may not be the server's disk)")
     out.append("")
     out.append("| run | mode | phones | offered/s | sent/s | acked chunks/s | acked MB/s | p50 ms | p95 ms | p99 ms "
                "| max ms | late sends | errors | peer chunks/s | ratio to peer |")
@@ -665,9 +675,9 @@ def markdown(results: list[RunResult], meta: dict) -> str:
             f"| {fmt(n.get('error_count'))} | {fmt(n.get('peer', {}).get('chunks_per_s'))} "
             f"| {fmt(n.get('ratio_to_peer'), 2)} |")
     out.append("")
-    out.append("| run | server CPU (cores) | per worker | client CPU (cores) | machine busy % | steal % "
+    out.append("| run | server CPU (cores) | per worker | client CPU (cores) | other CPU (cores) | machine busy % | steal % "
                "| send lag p99 ms | backlog at end | register s | reconnects | server log |")
-    out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         n, s = r.numbers, r.spec
         f = n.get("server_log_findings")
@@ -677,7 +687,7 @@ def markdown(results: list[RunResult], meta: dict) -> str:
         per = n.get("server_cpu_workers")
         out.append(
             f"| {s.name} | {fmt(n.get('server_cpu_cores'), 2)} | {' '.join(map(str, per)) if per else '—'} "
-            f"| {fmt(n.get('client_cpu_cores'), 2)} | {fmt(n.get('machine_busy_pct'))} | {fmt(n.get('machine_steal_pct'), 1)} "
+            f"| {fmt(n.get('client_cpu_cores'), 2)} | {fmt(n.get('other_cpu_cores'), 2)} | {fmt(n.get('machine_busy_pct'))} | {fmt(n.get('machine_steal_pct'), 1)} "
             f"| {fmt(n.get('send_lag_p99_ms'), 1) if s.mode == 'paced' else 'n/a'} "
             f"| {fmt(n.get('backlog_at_end')) if s.mode == 'paced' else 'n/a'} "
             f"| {fmt(n.get('register_seconds'), 1)} | {fmt(n.get('reconnects'))} | {log} |")
@@ -760,6 +770,7 @@ async def main_async(args) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     plaintext = os.urandom(CHUNK_BYTES - TAG_BYTES)   # ciphertext = exactly 256 KiB
     results: list[RunResult] = []
+    version_before = code_version()
     hard_deadline = time.monotonic() + args.max_total
     for spec in specs:
         remaining = hard_deadline - time.monotonic()
@@ -787,17 +798,43 @@ async def main_async(args) -> int:
                   + (f", WITNESS_WORKERS={args.workers}" if args.workers else "")
                   + (f", WITNESS_THREADS={args.threads}" if args.threads else "") + ")",
         "cpus": os.cpu_count(),
+        "external": bool(args.url),
+        "code": version_before[0] if code_version()[1] == version_before[1]
+        else f"{version_before[0]} then {code_version()[0]} (server code changed during the benchmark)",
     }
     print(markdown(results, meta))
-    print(f"\nServer logs: {log_dir}", file=sys.stderr)
+    if not args.url:
+        print(f"\nServer logs: {log_dir}", file=sys.stderr)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(
             {"meta": meta, "runs": [{"spec": r.spec.__dict__, **r.numbers} for r in results]}, indent=2, default=str))
-    # Data folders are removed per run; only logs stay.
+    # Data folders are removed per run; only the logs stay.
     for child in root.iterdir():
         if child != log_dir:
             shutil.rmtree(child, ignore_errors=True)
+    if log_dir.is_dir() and not any(log_dir.iterdir()):
+        log_dir.rmdir()
+    if not any(root.iterdir()):
+        root.rmdir()
     return 1 if any("failure" in r.numbers for r in results) else 0
+
+
+def code_version() -> tuple[str, str]:
+    """(short HEAD, fingerprint of the server code: the committed trees of
+    sync/, server/, crypto/ and the entry points, plus any uncommitted change
+    to them). "+dirty" marks uncommitted server code."""
+    paths = ["sync", "server", "crypto", "wsgi.py", "gunicorn.conf.py"]
+
+    def git(*argv):
+        return subprocess.run(["git", *argv], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD") or "unknown"
+        trees = git("rev-parse", *[f"HEAD:{p}" for p in paths])
+        dirty = git("diff", "HEAD", "--", *paths)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", ""
+    return head + ("+dirty" if dirty else ""), trees + hashlib.sha256(dirty.encode()).hexdigest()
 
 
 def main(argv=None) -> int:
