@@ -30,6 +30,7 @@ PROTOCOL_ERRORS: dict[type, tuple[int, str]] = {
     domain.ChunkConflict: (409, "chunk_conflict"),
     domain.PastFinal: (409, "past_final"),
     domain.StorageFull: (507, "insufficient_storage"),
+    domain.Busy: (503, "server_busy"),
     domain.NotReady: (404, "not_ready"),
 }
 
@@ -65,7 +66,8 @@ def register_error_handlers(app: Flask) -> None:
         code = getattr(exc, "code", code)
         if status == 507:
             log.error("disk full: %s", exc)
-        return error_response(status, code, exc.message)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return error_response(status, code, exc.message, headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

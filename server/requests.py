@@ -18,7 +18,10 @@ def json_body() -> dict:
     request.max_content_length = MAX_JSON_BYTES
     if not request.is_json:
         raise InvalidInput("invalid_body", "Send a JSON object with Content-Type: application/json.")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser will go
+        body = None
     if not isinstance(body, dict):
         raise InvalidInput("invalid_body", "The body must be a JSON object.")
     return body

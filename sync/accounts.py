@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import threading
 import uuid
 
 from cryptography.exceptions import InvalidKey
@@ -26,9 +27,16 @@ STAFF_ROLES = ("observer", "lawyer", "custodian")
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 _MAX_PASSWORD_BYTES = 1024
 _MIN_PASSWORD_CHARS = 12
-# RFC 9106's second recommended setting: 64 MiB, 3 passes, 4 lanes.
-_ARGON2 = dict(length=32, iterations=3, lanes=4, memory_cost=64 * 1024)
-_DUMMY_HASH: str | None = None
+# RFC 9106's second recommended memory and passes (64 MiB, 3 passes), one lane.
+_ARGON2 = dict(length=32, iterations=3, lanes=1, memory_cost=64 * 1024)
+# Concurrent Argon2id calls in one process hang for good with cryptography 50
+# on OpenSSL 3.x/4.x when lanes > 1 (verified here: two logins at once froze
+# a worker). One hash at a time per process also caps each process at 64 MiB
+# of hashing memory however many logins arrive.
+_ARGON2_TURN = threading.Lock()
+# Checked against when the username is unknown, so that answer takes as long
+# as a wrong password. Its password is random and was thrown away.
+_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=1$Vs8sV108VRoQpLe18n5A6Q$YKwP75zOsxlyb+FOw012ZMu60RDBBH8mVB7z8nAUGP0"
 
 
 def register_device(
@@ -84,12 +92,14 @@ def create_enrollment_code(archive: Archive, note: str = "") -> str:
 
 def hash_password(password: str) -> str:
     """Argon2id PHC string of `password` with a fresh random salt."""
-    return Argon2id(salt=os.urandom(16), **_ARGON2).derive_phc_encoded(password.encode("utf-8"))
+    with _ARGON2_TURN:
+        return Argon2id(salt=os.urandom(16), **_ARGON2).derive_phc_encoded(password.encode("utf-8"))
 
 
 def _password_matches(password: str, phc: str) -> bool:
     try:
-        Argon2id.verify_phc_encoded(password.encode("utf-8"), phc)
+        with _ARGON2_TURN:
+            Argon2id.verify_phc_encoded(password.encode("utf-8"), phc)
         return True
     except (InvalidKey, ValueError):
         return False
@@ -124,7 +134,6 @@ def authenticate_staff(archive: Archive, username, password) -> dict:
     Raises `BadCredentials` for an unknown user, a wrong password or a
     disabled account alike, after the same amount of work, and logs the
     failure in the audit log."""
-    global _DUMMY_HASH
     if not isinstance(username, str) or not isinstance(password, str) or len(password.encode()) > _MAX_PASSWORD_BYTES:
         raise BadCredentials("Wrong username or password.")
     row = archive.database.one(
@@ -132,7 +141,6 @@ def authenticate_staff(archive: Archive, username, password) -> dict:
     )
     if row is None:
         # Spend the same effort as a real check so timing does not tell.
-        _DUMMY_HASH = _DUMMY_HASH or hash_password(secrets.token_hex(16))
         _password_matches(password, _DUMMY_HASH)
         ok = False
     else:

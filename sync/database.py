@@ -26,7 +26,7 @@ from typing import Iterator
 
 import sqlite_utils
 
-from .errors import StorageFull
+from .errors import Busy, StorageFull
 
 SCHEMA_VERSION = 1
 
@@ -40,6 +40,11 @@ class Database:
         self._writer = threading.Lock()
         self._writer_lock_path = self.path.with_name(self.path.name + ".write-lock")
         self._writer_fd, self._writer_pid = -1, None
+        # Workers starting together on a new file would race to switch it to
+        # WAL ("database is locked" at once, and a worker that fails to boot
+        # stops gunicorn); under the writer lock they take turns.
+        with self._writer, self._writer_flock():
+            self.db.execute("PRAGMA journal_mode=WAL")
         with self.transaction() as db:
             _create_schema(db)
 
@@ -49,7 +54,6 @@ class Database:
         existing = getattr(self._local, "db", None)
         if existing is None:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
@@ -72,11 +76,16 @@ class Database:
                     raise
                 db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                if "full" not in str(exc).lower():
-                    raise
                 if db.conn.in_transaction:
                     db.execute("ROLLBACK")
-                raise StorageFull("The server's disk is full; nothing was kept. Retry later.") from exc
+                reason = str(exc).lower()
+                if "full" in reason:
+                    raise StorageFull("The server's disk is full; nothing was kept. Retry later.") from exc
+                if "locked" in reason or "busy" in reason:
+                    # Only another program holding the database (a backup, an
+                    # operator's sqlite3) gets here: our writers queue above.
+                    raise Busy("The server's records are busy; nothing was kept. Retry shortly.") from exc
+                raise
 
     @contextlib.contextmanager
     def _writer_flock(self) -> Iterator[None]:

@@ -76,5 +76,9 @@ class StorageFull(WitnessError):
     """The disk is full; nothing was kept and the client should retry later."""
 
 
+class Busy(WitnessError):
+    """The records are held by another program; nothing was kept; retry."""
+
+
 class NotReady(WitnessError):
     """The thing asked for does not exist yet (e.g. no manifest so far)."""

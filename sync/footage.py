@@ -37,13 +37,21 @@ def iter_chunk_plaintexts(archive: Archive, recording: dict, chunk_rows: list[di
     key = open_content_key(archive.keys.hpke_private, recording["id"], bytes(recording["sealed_key"]))
     for row in chunk_rows:
         name = chunk_file_name(row["idx"], row["ciphertext_sha256"])
+        # Only proven damage counts: the file is gone, has another size, or
+        # fails its tag or hash. Any other OSError (EMFILE, EIO) may pass, so
+        # it is raised as it is and the chunk stays in the records.
         try:
             with archive.chunks.open(recording["id"], name) as stored:
                 ciphertext = stored.read()
-            plaintext = decrypt_chunk(key, recording["id"], row["idx"], ciphertext, final=bool(row["final"]))
-            intact = hashlib.sha256(plaintext).hexdigest() == row["sha256"]
-        except (OSError, InvalidEvidence):
-            intact = False
+        except FileNotFoundError:
+            ciphertext = None
+        intact = ciphertext is not None and len(ciphertext) == row["ciphertext_size"]
+        if intact:
+            try:
+                plaintext = decrypt_chunk(key, recording["id"], row["idx"], ciphertext, final=bool(row["final"]))
+                intact = hashlib.sha256(plaintext).hexdigest() == row["sha256"]
+            except InvalidEvidence:
+                intact = False
         if not intact:
             forget_chunk(archive, recording["id"], row, action="chunk.damaged")
             raise FootageDamaged(f"chunk {row['idx']} of recording {recording['id']} is missing or damaged; "

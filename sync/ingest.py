@@ -34,11 +34,19 @@ from .errors import (
     PastFinal,
     RecordingConflict,
     UnknownKeyId,
+    WitnessError,
 )
 from .timefmt import normalize_time
 
 MAX_CHUNK_INDEX = 2**31 - 1
-_CONTENT_TYPE = re.compile(r"(video|audio)/[a-z0-9][a-z0-9.+-]{0,62}(\s*;\s*[a-z0-9-]+=(\"[^\"]{0,120}\"|[a-z0-9.,+-]{1,120}))*", re.I)
+# RFC 9110 media-type: type "/" subtype *( OWS ";" OWS token "=" ( token / quoted-string ) ),
+# ASCII only (it goes back out in a Content-Type header). Commas are allowed
+# in a token value because browsers write codecs=vp8,opus unquoted.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
+_CONTENT_TYPE = re.compile(rf"(?:video|audio)/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:[!#$%&'*+.^_`|~0-9A-Za-z,-]+|{_QUOTED}))*",
+                           re.I | re.ASCII)
+_CHUNK_NAME = re.compile(r"(\d{10})-([0-9a-f]{64})")
 _DIGEST_MEMBER = re.compile(r"^\s*([a-z0-9-]+)\s*=\s*:([A-Za-z0-9+/=]*):\s*$")
 
 
@@ -86,7 +94,7 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
         raise InvalidInput("invalid_body", "The body must be a JSON object.")
     recording_id = parse_recording_id(body.get("recording_id"))
     content_type = body.get("content_type")
-    if not isinstance(content_type, str) or not _CONTENT_TYPE.fullmatch(content_type):
+    if not isinstance(content_type, str) or len(content_type) > 255 or not _CONTENT_TYPE.fullmatch(content_type):
         raise InvalidInput("invalid_content_type", "content_type must be a video/* or audio/* media type.")
     try:
         started_at = normalize_time(body.get("started_at"))
@@ -136,6 +144,7 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
         db["recordings"].insert(row)
         audit.append_entry(db, at=now, actor=f"device:{device_id}", action="recording.created",
                            recording_id=recording_id, detail={"content_type": content_type, "started_at": started_at})
+    archive.chunks.prepare(recording_id)
     return _creation_answer(archive, row), True
 
 
@@ -243,6 +252,10 @@ def accept_chunk(
             if held is None:
                 current = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])))
                 _check_final(current, index, final, archive, db=db)
+                # A failed upload of these same bytes (same file name) may have
+                # removed the file since we wrote it; never commit without it.
+                if not archive.chunks.holds(recording_id, name, len(body)):
+                    archive.chunks.put(recording_id, name, body)
                 now = archive.now()
                 db["chunks"].insert({
                     "recording_id": recording_id, "idx": index, "final": int(final),
@@ -265,16 +278,33 @@ def accept_chunk(
                                            "size": len(body), "final": final})
                 return _receipt(index, len(body), ciphertext_sha256, now), True
     except BaseException:
-        # Nothing partial: the row was rolled back, so the file goes too
-        # (unless a concurrent identical upload owns the very same file).
-        winner = _held_chunk(archive, recording_id, index)
-        if winner is None or winner["ciphertext_sha256"] != ciphertext_sha256:
-            archive.chunks.delete(recording_id, name)
+        # Nothing partial: the row was rolled back, so the file goes too.
+        discard_unheld_chunk_file(archive, recording_id, name)
         raise
     # A concurrent upload of the same index committed first.
     if held["ciphertext_sha256"] != ciphertext_sha256:
-        archive.chunks.delete(recording_id, name)
+        discard_unheld_chunk_file(archive, recording_id, name)
     return _settle_duplicate(archive, device_id, recording_id, index, held, ciphertext_sha256)
+
+
+def discard_unheld_chunk_file(archive: Archive, recording_id: str, name: str) -> bool:
+    """Delete a chunk file unless a row holds it; return True if deleted.
+
+    Runs under the writer lock: an identical upload may have renamed its file
+    to this very name and be about to commit, and its transaction (also under
+    the lock) checks that its file is there. If the check itself cannot run
+    (the records are busy or full), the file is left for reconciliation."""
+    match = _CHUNK_NAME.fullmatch(name)
+    try:
+        with archive.database.transaction() as db:
+            if match and next(iter(db.query(
+                    "SELECT 1 FROM chunks WHERE recording_id = ? AND idx = ? AND ciphertext_sha256 = ?",
+                    [recording_id, int(match.group(1)), match.group(2)])), None):
+                return False
+            archive.chunks.delete(recording_id, name)
+            return True
+    except WitnessError:
+        return False
 
 
 def chunk_file_name(index: int, ciphertext_sha256: str) -> str:

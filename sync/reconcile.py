@@ -15,15 +15,13 @@ grace period are left alone: an upload in flight is never mistaken for debris.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from . import audit
 from .archive import Archive
-from .ingest import chunk_file_name
+from .ingest import chunk_file_name, discard_unheld_chunk_file
 
 GRACE_SECONDS = 120.0
-_CHUNK_NAME = re.compile(r"^(\d{10})-([0-9a-f]{64})$")
 
 
 @dataclass
@@ -51,15 +49,10 @@ def reconcile_storage(archive: Archive, *, grace_seconds: float = GRACE_SECONDS)
         for name in sorted(present - expected.keys()):
             if now_epoch - archive.chunks.mtime(recording_id, name) < grace_seconds:
                 continue
-            # Re-check under no lock is enough: a row is only ever committed
-            # after its file exists, and this file is older than any request.
-            match = _CHUNK_NAME.match(name)
-            if match and archive.database.one(
-                    "SELECT 1 FROM chunks WHERE recording_id = ? AND idx = ? AND ciphertext_sha256 = ?",
-                    [recording_id, int(match.group(1)), match.group(2)]):
-                continue
-            archive.chunks.delete(recording_id, name)
-            report.orphan_files_removed.append((recording_id, name))
+            # Re-checked and deleted under the writer lock: a phone's retry may
+            # be renaming the very same name into place right now.
+            if discard_unheld_chunk_file(archive, recording_id, name):
+                report.orphan_files_removed.append((recording_id, name))
         for name, row in sorted(expected.items()):
             try:
                 intact = archive.chunks.size(recording_id, name) == row["ciphertext_size"]
@@ -71,19 +64,26 @@ def reconcile_storage(archive: Archive, *, grace_seconds: float = GRACE_SECONDS)
     return report
 
 
-def forget_chunk(archive: Archive, recording_id: str, row: dict, *, action: str) -> None:
+def forget_chunk(archive: Archive, recording_id: str, row: dict, *, action: str) -> bool:
     """Take a chunk whose stored bytes are gone or damaged out of the records,
     so status shows it missing (the phone re-sends it) and the next manifest
     lists the gap. Damaged bytes are moved to quarantine, never deleted; the
-    record's hashes go into the audit log as `action`."""
+    record's hashes go into the audit log as `action`. Returns False if the
+    record had already changed (forgotten or re-sent) and nothing was done."""
     name = chunk_file_name(row["idx"], row["ciphertext_sha256"])
-    archive.chunks.quarantine(recording_id, name)
     with archive.database.transaction() as db:
+        still = next(iter(db.query("SELECT 1 FROM chunks WHERE recording_id = ? AND idx = ? AND ciphertext_sha256 = ?",
+                                   [recording_id, row["idx"], row["ciphertext_sha256"]])), None)
+        if still is None:
+            return False
+        archive.chunks.quarantine(recording_id, name)
         now = archive.now()
-        db.execute("DELETE FROM chunks WHERE recording_id = ? AND idx = ?", [recording_id, row["idx"]])
+        db.execute("DELETE FROM chunks WHERE recording_id = ? AND idx = ? AND ciphertext_sha256 = ?",
+                   [recording_id, row["idx"], row["ciphertext_sha256"]])
         # A new generation makes the recording due for a manifest that shows the gap.
         db.execute("UPDATE recordings SET generation = generation + 1, last_activity_at = ?, "
                    "final_index = CASE WHEN final_index = ? THEN NULL ELSE final_index END WHERE id = ?",
                    [now, row["idx"], recording_id])
         audit.append_entry(db, at=now, actor="system", action=action, recording_id=recording_id,
                            detail={"index": row["idx"], "ciphertext_sha256": row["ciphertext_sha256"]})
+    return True

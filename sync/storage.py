@@ -52,6 +52,12 @@ class ChunkStore(Protocol):
     def size(self, recording_id: str, name: str) -> int:
         """Size in bytes of a stored chunk; `FileNotFoundError` if absent."""
 
+    def holds(self, recording_id: str, name: str, size: int) -> bool:
+        """True if a whole chunk of that name and size is stored."""
+
+    def prepare(self, recording_id: str) -> None:
+        """Make a recording's place durably before its first chunk arrives."""
+
     def quarantine(self, recording_id: str, name: str) -> None:
         """Move a damaged chunk out of the recording, keeping its bytes for
         examination; nothing happens if it is absent."""
@@ -70,13 +76,29 @@ class FileChunkStore:
     def _folder(self, recording_id: str) -> Path:
         return self.root / recording_id
 
+    def prepare(self, recording_id: str) -> None:
+        # Made when the recording is created, so that no worker acknowledges
+        # a chunk in a folder whose own entry is not yet durable.
+        try:
+            self._folder(recording_id).mkdir(exist_ok=True)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            if exc.errno in _FULL_ERRNOS:
+                raise StorageFull("The server's disk is full; retry later.") from exc
+            raise
+
+    def holds(self, recording_id: str, name: str, size: int) -> bool:
+        try:
+            return self.size(recording_id, name) == size
+        except FileNotFoundError:
+            return False
+
     def put(self, recording_id: str, name: str, data: bytes) -> None:
         folder = self._folder(recording_id)
         tmp = folder / f"{TEMP_PREFIX}{name}.{secrets.token_hex(6)}"
         try:
             if not folder.is_dir():
-                folder.mkdir(exist_ok=True)
-                _fsync_dir(self.root)
+                self.prepare(recording_id)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 view = memoryview(data)
@@ -111,7 +133,7 @@ class FileChunkStore:
             return
         target = self.root / QUARANTINE / recording_id
         target.mkdir(parents=True, exist_ok=True)
-        os.rename(source, target / f"{name}.{int(time.time())}")
+        os.rename(source, target / f"{name}.{time.time_ns()}.{secrets.token_hex(4)}")
         _fsync_dir(target)
         _fsync_dir(source.parent)
 

@@ -35,7 +35,10 @@ def parse_time(text: str) -> datetime:
         head, rest = clock.split(".", 1)
         digits = re.match(r"\d+", rest).group()
         clock = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits):]}"
-    return datetime.fromisoformat(f"{date}T{clock.replace('Z', '+00:00')}").astimezone(timezone.utc)
+    try:
+        return datetime.fromisoformat(f"{date}T{clock.replace('Z', '+00:00')}").astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError("time out of range") from None
 
 
 def normalize_time(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -132,3 +133,24 @@ def test_oversized_json_body_is_refused_even_when_chunked(server):
     answer = requests.post(server.url + "/v1/auth/login", data=iter([body[:50_000], body[50_000:]]),
                            headers={"Content-Type": "application/json"})
     assert answer.status_code in (400, 413) and "error" in answer.json()
+
+
+def test_concurrent_logins_all_finish_and_uploads_go_on(server):
+    server.staff_token("busy-observer", "observer")
+    attempts = [("busy-observer", "pw-busy-observer-correct-horse")] * 2 + \
+               [(f"nobody-{i}", "x" * 14) for i in range(6)]
+    with ThreadPoolExecutor(len(attempts)) as pool:
+        answers = list(pool.map(lambda a: requests.post(server.url + "/v1/auth/login",
+                                                        json={"username": a[0], "password": a[1]}, timeout=60),
+                                attempts))
+    assert [a.status_code for a in answers] == [200, 200] + [401] * 6
+    recording = Phone(server).create_recording()
+    assert recording.put(0, recording.chunk(0)).status_code == 201
+
+
+def test_deeply_nested_json_is_a_400(server):
+    phone = Phone(server)
+    body = "[" * 20000 + "]" * 20000
+    answer = requests.post(server.url + "/v1/recordings", data=body,
+                           headers={**phone.auth, "Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_body"

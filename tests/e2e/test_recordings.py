@@ -115,9 +115,11 @@ def test_content_key_never_leaves_in_any_answer(server):
     assert b64url(key) not in answer.text and key.hex() not in answer.text
 
 
-def test_trailing_newline_in_content_type_is_refused(server):
+@pytest.mark.parametrize("content_type", ["video/mp4\n", 'video/mp4; a="x\ny"', 'video/mp4; a="\u2028€"',
+                                          "video/mp4;", "video/" + "a" * 300])
+def test_content_types_that_cannot_go_back_out_in_a_header_are_refused(server, content_type):
     phone = Phone(server)
     body, _ = phone.recording_body()
-    body["content_type"] = "video/mp4\n"
+    body["content_type"] = content_type
     answer = post(server, phone, body)
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_content_type"

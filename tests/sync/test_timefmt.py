@@ -19,6 +19,7 @@ def test_rfc3339_times_are_normalized(given, expected):
 @pytest.mark.parametrize("given", [
     "20261121T140307Z", "2026-11-21T14:03Z", "2026-11-21T14:03:07", "2026-11-21", "yesterday",
     "2026-11-21T14:03:07.123Z\n", "2026-13-01T00:00:00Z", "", None, 1700000000,
+    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
 ])
 def test_anything_else_is_refused(given):
     with pytest.raises((ValueError, TypeError)):

@@ -1,0 +1,129 @@
+"""Interleavings found in review, made deterministic through the chunk-store
+seam: acknowledged chunks must always have their file, and only proven
+damage may take a chunk out of the records."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from crypto.aead import encrypt_chunk, new_content_key, seal_content_key
+from sync import accounts, finalize, ingest
+from sync.archive import Archive
+from sync.footage import iter_chunk_plaintexts
+from sync.storage import FileChunkStore
+
+from ..support import b64url, content_digest
+
+
+class TwinFailsStore(FileChunkStore):
+    """After our file is renamed into place, an identical upload that failed
+    removes the same name (what its clean-up did before the fix)."""
+
+    remove_after_put = False
+
+    def put(self, recording_id, name, data):
+        super().put(recording_id, name, data)
+        if self.remove_after_put:
+            self.remove_after_put = False
+            (self.root / recording_id / name).unlink()
+
+
+class FlakyReadStore(FileChunkStore):
+    """Opening a chunk fails once with a passing error (too many open files)."""
+
+    fail_next_open = False
+
+    def open(self, recording_id, name):
+        if self.fail_next_open:
+            self.fail_next_open = False
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().open(recording_id, name)
+
+
+def new_recording(archive: Archive):
+    device_id = accounts.register_device(archive)
+    recording_id, key = str(uuid.uuid4()), new_content_key()
+    sealed = seal_content_key(archive.keys.hpke_private.public_key(), recording_id, key)
+    ingest.create_recording(archive, device_id, {
+        "recording_id": recording_id, "content_type": "video/mp4", "started_at": "2026-11-21T14:03:07.123Z",
+        "key_id": archive.keys.hpke_key_id, "sealed_key": b64url(sealed)})
+    return device_id, recording_id, key
+
+
+def put(archive, device_id, recording_id, key, index, plaintext=b"footage"):
+    body = encrypt_chunk(key, recording_id, index, plaintext, final=False)
+    return ingest.accept_chunk(archive, device_id, recording_id, index, body, content_digest=content_digest(body))
+
+
+def test_an_acknowledged_chunk_always_has_its_file(settings):
+    store = TwinFailsStore(settings.data_dir / "chunks")
+    archive = Archive(settings, chunk_store=store)
+    device_id, recording_id, key = new_recording(archive)
+    store.remove_after_put = True
+    receipt, created = put(archive, device_id, recording_id, key, 0)
+    assert created
+    name = ingest.chunk_file_name(0, receipt["sha256"])
+    assert store.holds(recording_id, name, receipt["size"])
+
+
+def test_a_file_is_discarded_only_when_no_record_holds_it(archive):
+    device_id, recording_id, key = new_recording(archive)
+    receipt, _ = put(archive, device_id, recording_id, key, 0)
+    held = ingest.chunk_file_name(0, receipt["sha256"])
+    assert not ingest.discard_unheld_chunk_file(archive, recording_id, held)
+    assert archive.chunks.holds(recording_id, held, receipt["size"])
+    stray = ingest.chunk_file_name(1, hashlib.sha256(b"x").hexdigest())
+    archive.chunks.put(recording_id, stray, b"x")
+    assert ingest.discard_unheld_chunk_file(archive, recording_id, stray)
+    assert stray not in archive.chunks.names(recording_id)
+
+
+def test_a_passing_read_error_does_not_forget_a_chunk(settings):
+    store = FlakyReadStore(settings.data_dir / "chunks")
+    archive = Archive(settings, chunk_store=store)
+    device_id, recording_id, key = new_recording(archive)
+    put(archive, device_id, recording_id, key, 0)
+    recording = ingest.owned_recording(archive, recording_id, None)
+    rows = archive.database.query("SELECT * FROM chunks WHERE recording_id = ?", [recording_id])
+    store.fail_next_open = True
+    with pytest.raises(OSError):
+        list(iter_chunk_plaintexts(archive, recording, rows))
+    assert ingest.recording_status(archive, recording_id)["received"] == [[0, 0]]
+    assert not (store.root / ".quarantine").exists()
+    assert [p for _, p in iter_chunk_plaintexts(archive, recording, rows)] == [b"footage"]
+
+
+def test_a_damaged_chunk_is_quarantined_and_the_next_manifest_shows_the_gap(archive):
+    device_id, recording_id, key = new_recording(archive)
+    for index in range(3):
+        put(archive, device_id, recording_id, key, index)
+    receipt = ingest.recording_status(archive, recording_id)
+    assert receipt["received"] == [[0, 2]]
+    (stored,) = [p for p in (archive.chunks.root / recording_id).iterdir() if p.name.startswith("0000000001")]
+    stored.write_bytes(b"X" * stored.stat().st_size)  # same size, other bytes
+    with pytest.raises(Exception):
+        finalize.finalize_recording(archive, recording_id)
+    assert finalize.finalize_recording(archive, recording_id) == 1
+    manifest = finalize.signed_manifest(archive, recording_id)
+    assert b'"gaps":[[1,1]]' in manifest["body"]
+    actions = [r["action"] for r in archive.database.query("SELECT action FROM audit WHERE recording_id = ?",
+                                                              [recording_id])]
+    assert "chunk.damaged" in actions
+
+
+def test_workers_opening_a_new_database_together_all_start(tmp_path):
+    code = ("import sys; from pathlib import Path; from sync.database import Database; "
+            "Database(Path(sys.argv[1])); print('ok')")
+    for attempt in range(5):
+        path = tmp_path / f"db{attempt}" / "witness.sqlite3"
+        path.parent.mkdir()
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        results = [p.communicate(timeout=60) for p in procs]
+        assert [out.strip() for out, _ in results] == ["ok"] * 6, [err for _, err in results]
