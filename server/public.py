@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify
 
 from crypto.signing import public_key_pem
 from sync import accounts

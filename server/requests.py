@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from sync.errors import InvalidInput
 from sync.ingest import MAX_CHUNK_INDEX, parse_recording_id
@@ -14,8 +15,13 @@ def json_body() -> dict:
     """The request's JSON object; `InvalidInput` for anything else."""
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise InvalidInput("body_too_large", f"JSON bodies are at most {MAX_JSON_BYTES} bytes.")
-    # Enforced while reading too, for bodies sent without a Content-Length.
+    # Enforced while reading too, for bodies sent without a Content-Length;
+    # read here so the size error is not swallowed by get_json(silent=True).
     request.max_content_length = MAX_JSON_BYTES
+    try:
+        request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise InvalidInput("body_too_large", f"JSON bodies are at most {MAX_JSON_BYTES} bytes.") from None
     if not request.is_json:
         raise InvalidInput("invalid_body", "Send a JSON object with Content-Type: application/json.")
     try:

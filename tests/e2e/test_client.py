@@ -46,7 +46,7 @@ def test_resume_skips_what_the_server_already_holds(fresh_server, tmp_path):
     phone = DeviceClient(server.url, tmp_path / "phone")
     phone.register()
     recording_id = phone.start_recording("video/mp4")
-    for i in range(3):
+    for _ in range(3):
         phone.add_piece(recording_id, b"x" * 100)
     assert phone.upload_pending(recording_id) == 3
     # The ack of chunk 3 was lost: the server has it, the phone does not know.

@@ -65,7 +65,7 @@ def test_every_acknowledged_chunk_survives_kill_9_during_concurrent_uploads(fres
     try:
         headers = staff(restarted)
         for recording in recordings:
-            restarted.wait_for(lambda: recording.status(token=headers["Authorization"][7:]).json()["manifest_version"])
+            restarted.wait_for(lambda r=recording: r.status(token=headers["Authorization"][7:]).json()["manifest_version"])
             manifest = json.loads(requests.get(f"{restarted.url}/v1/recordings/{recording.id}/manifest",
                                                headers=headers).content)
             held = {c["index"]: c for c in manifest["chunks"]}
@@ -168,7 +168,7 @@ def test_scheduler_runs_once_across_workers_and_survives_its_leader_dying(tmp_pa
             recording.put(0, recording.chunk(0))
         token = server.staff_token("sched-observer", "observer")
         for recording in recordings:
-            server.wait_for(lambda: recording.status(token=token).json()["manifest_version"] == 1)
+            server.wait_for(lambda r=recording: r.status(token=token).json()["manifest_version"] == 1)
         time.sleep(2)  # any second finalizer would have acted by now
         with sqlite3.connect(server.data_dir / "witness.sqlite3") as db:
             counts = dict(db.execute("SELECT recording_id, COUNT(*) FROM audit WHERE action = "

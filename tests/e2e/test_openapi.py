@@ -183,7 +183,7 @@ def test_document_is_served_as_openapi_3_1(server, document, conformance):
         **document["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer",
         "bearerFormat": "JWT"}
     validate_openapi_document(document)  # the whole document against the OpenAPI 3.1 schema
-    for name, schema in document["components"]["schemas"].items():
+    for schema in document["components"]["schemas"].values():
         Draft202012Validator.check_schema(schema)
     error = document["components"]["schemas"]["Error"]
     assert error["required"] == ["error", "message"] and error["additionalProperties"] is False

@@ -15,7 +15,7 @@ import pytest
 from crypto.aead import encrypt_chunk, new_content_key, seal_content_key
 from sync import accounts, finalize, ingest
 from sync.archive import Archive
-from sync.footage import iter_chunk_plaintexts
+from sync.footage import FootageDamaged, iter_chunk_plaintexts
 from sync.storage import FileChunkStore
 
 from ..support import b64url, content_digest
@@ -107,7 +107,7 @@ def test_a_damaged_chunk_is_quarantined_and_the_next_manifest_shows_the_gap(arch
     assert receipt["received"] == [[0, 2]]
     (stored,) = [p for p in (archive.chunks.root / recording_id).iterdir() if p.name.startswith("0000000001")]
     stored.write_bytes(b"X" * stored.stat().st_size)  # same size, other bytes
-    with pytest.raises(Exception):
+    with pytest.raises(FootageDamaged):
         finalize.finalize_recording(archive, recording_id)
     assert finalize.finalize_recording(archive, recording_id) == 1
     manifest = finalize.signed_manifest(archive, recording_id)
