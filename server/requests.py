@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from sync.errors import InvalidInput
 from sync.ingest import MAX_CHUNK_INDEX, parse_recording_id
@@ -15,13 +14,12 @@ def json_body() -> dict:
     """The request's JSON object; `InvalidInput` for anything else."""
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise InvalidInput("body_too_large", f"JSON bodies are at most {MAX_JSON_BYTES} bytes.")
-    # Enforced while reading too, for bodies sent without a Content-Length;
-    # read here so the size error is not swallowed by get_json(silent=True).
-    request.max_content_length = MAX_JSON_BYTES
-    try:
-        request.get_data(cache=True)
-    except RequestEntityTooLarge:
-        raise InvalidInput("body_too_large", f"JSON bodies are at most {MAX_JSON_BYTES} bytes.") from None
+    # Enforced while reading too, for bodies sent without a Content-Length.
+    # werkzeug stops a limited stream at the limit and returns what it read
+    # without an error, so read one byte more than allowed and look.
+    request.max_content_length = MAX_JSON_BYTES + 1
+    if len(request.get_data(cache=True)) > MAX_JSON_BYTES:
+        raise InvalidInput("body_too_large", f"JSON bodies are at most {MAX_JSON_BYTES} bytes.")
     if not request.is_json:
         raise InvalidInput("invalid_body", "Send a JSON object with Content-Type: application/json.")
     try:
