@@ -1,16 +1,25 @@
 """Tokens and roles. Identities are `device:<uuid>` or `staff:<id>`; the role
 rides in the token and is re-checked against the records on every request,
-so a revoked device or disabled account stops at once."""
+so a revoked device, a disabled account, a changed role or an ended session
+stops at once.
+
+Every token carries a session id (`sid`), shared by the access and refresh
+tokens of one login, so logging out ends both. Staff tokens also carry the
+account's session generation (`gen`), which moves on when a password is set,
+a second factor reset or the account disabled: older tokens are then refused.
+"""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from functools import wraps
 
 from flask import current_app, g
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt, verify_jwt_in_request
 
-from sync import accounts
+from sync import accounts, logins
+from sync.retrieval import Viewer
 
 from .errors import error_response
 from .extensions import jwt
@@ -24,41 +33,56 @@ def archive():
     return current_app.extensions["witness"]
 
 
-def issue_tokens(identity: str, role: str) -> dict:
-    """A fresh access and refresh token pair for an identity."""
+def issue_tokens(identity: str, role: str, *, generation: int = 0) -> dict:
+    """A fresh access and refresh token pair: one new session."""
     settings = archive().settings
     if role == DEVICE:
         access, refresh = timedelta(minutes=settings.device_access_minutes), timedelta(days=settings.device_refresh_days)
     else:
         access, refresh = timedelta(minutes=settings.staff_access_minutes), timedelta(hours=settings.staff_refresh_hours)
-    claims = {"role": role}
+    claims = {"role": role, "sid": str(uuid.uuid4())}
+    if role != DEVICE:
+        claims["gen"] = generation
     return {
         "access_token": create_access_token(identity, additional_claims=claims, expires_delta=access),
         "refresh_token": create_refresh_token(identity, additional_claims=claims, expires_delta=refresh),
     }
 
 
-def issue_access_token(identity: str, role: str) -> str:
+def issue_access_token_for_refresh() -> str:
+    """A new access token in the session of the refresh token being used."""
+    claims = get_jwt()
     settings = archive().settings
-    minutes = settings.device_access_minutes if role == DEVICE else settings.staff_access_minutes
-    return create_access_token(identity, additional_claims={"role": role}, expires_delta=timedelta(minutes=minutes))
+    minutes = settings.device_access_minutes if g.role == DEVICE else settings.staff_access_minutes
+    carried = {key: claims[key] for key in ("role", "sid", "gen") if key in claims}
+    return create_access_token(g.identity, additional_claims=carried, expires_delta=timedelta(minutes=minutes))
 
 
-def require_role(*roles: str, refresh: bool = False):
-    """View decorator: a valid token (access, or refresh when `refresh`) whose
-    role is one of `roles`; sets `g.role`, `g.device_id` or `g.staff`."""
+def require_role(*roles: str, refresh: bool = False, either_token: bool = False, during_totp_setup: bool = False):
+    """View decorator: a valid token (access, or refresh when `refresh`, or
+    either when `either_token`) whose role is one of `roles`. Sets `g.role`, `g.identity`, `g.account`,
+    `g.organisation_id`, and `g.device_id` (devices) or `g.viewer` (staff).
+
+    A custodian who must set up a second factor first (the operator requires
+    one) reaches only views marked `during_totp_setup`."""
 
     def decorate(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
-            verify_jwt_in_request(refresh=refresh)
+            verify_jwt_in_request(refresh=refresh, verify_type=not either_token)
             claims = get_jwt()
             role, identity = claims.get("role"), claims.get("sub", "")
             if role not in roles:
                 return error_response(403, "forbidden", f"This needs the role {' or '.join(roles)}.")
-            g.role = role
-            g.identity = identity
-            g.device_id = identity.split(":", 1)[1] if role == DEVICE else None
+            account = g.pop("_witness_account")
+            g.role, g.identity, g.account = role, identity, account
+            g.organisation_id = account["organisation_id"]
+            g.device_id = account["id"] if role == DEVICE else None
+            g.viewer = Viewer(f"staff:{account['username']}", account["organisation_id"]) if role != DEVICE else None
+            if role != DEVICE and not during_totp_setup and logins.second_factor_setup_required(archive(), account):
+                return error_response(403, "totp_setup_required",
+                                      "This server requires custodians to use a second factor: set one up with "
+                                      "POST /v1/auth/totp and POST /v1/auth/totp/confirm, then log in again.")
             return view(*args, **kwargs)
 
         return wrapper
@@ -71,13 +95,18 @@ def register_token_callbacks() -> None:
 
     @jwt.token_in_blocklist_loader
     def _revoked(_header, payload) -> bool:
+        # Runs for every token; leaves the live account in g for require_role.
         kind, _, key = payload.get("sub", "").partition(":")
+        account = None
         if kind == "device" and payload.get("role") == DEVICE:
-            return not accounts.device_is_active(archive(), key)
-        if kind == "staff" and payload.get("role") in STAFF_ROLES and key.isdigit():
-            row = accounts.staff_is_active(archive(), int(key))
-            return row is None or row["role"] != payload.get("role")
-        return True
+            account = accounts.active_device(archive(), key)
+        elif kind == "staff" and payload.get("role") in STAFF_ROLES and key.isdigit() and len(key) < 13:
+            account = logins.staff_session(archive(), int(key), payload.get("sid"))
+            if account is not None and (account["role"] != payload.get("role")
+                                        or account["session_generation"] != payload.get("gen", 0)):
+                account = None
+        g._witness_account = account
+        return account is None
 
     @jwt.unauthorized_loader
     def _missing(reason):
@@ -93,7 +122,8 @@ def register_token_callbacks() -> None:
 
     @jwt.revoked_token_loader
     def _revoked_answer(_header, payload):
-        return error_response(401, "token_revoked", "This token was revoked or its account disabled.")
+        return error_response(401, "token_revoked", "This token was revoked, its session ended or its account "
+                                                    "disabled; log in again.")
 
     @jwt.needs_fresh_token_loader
     def _needs_fresh(_header, payload):

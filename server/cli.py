@@ -9,8 +9,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from sync import accounts, finalize, reconcile
-from sync.errors import InvalidInput
+from sync import accounts, audit, finalize, reconcile
+from sync.errors import InvalidInput, NotFound
 
 witness = AppGroup("witness", help="Operate the Witness Sync server.")
 
@@ -19,21 +19,53 @@ def _archive():
     return current_app.extensions["witness"]
 
 
+def _organisation_id(slug: str) -> int:
+    try:
+        return accounts.organisation_by_slug(_archive(), slug)["id"]
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from None
+
+
+_ORGANISATION = click.option("--organisation", "organisation", default="default", show_default=True,
+                             help="The organisation's short name (see `witness organisations`).")
+
+
+@witness.command("create-organisation")
+@click.argument("slug")
+@click.option("--name", required=True, help="The organisation's full name.")
+def create_organisation(slug: str, name: str):
+    """Create an organisation (SLUG: its short name, e.g. nlg-chicago)."""
+    try:
+        organisation = accounts.create_organisation(_archive(), slug, name)
+    except InvalidInput as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"created organisation {organisation['slug']} ({organisation['name']})")
+
+
+@witness.command("organisations")
+def organisations():
+    """List the organisations on this server."""
+    for row in accounts.list_organisations(_archive()):
+        click.echo(f"{row['slug']}\t{row['name']}\t{row['staff']} staff\t{row['devices']} devices")
+
+
 @witness.command("create-user")
 @click.argument("username")
 @click.option("--role", required=True, type=click.Choice(accounts.STAFF_ROLES), help="The account's one role.")
-def create_user(username: str, role: str):
+@_ORGANISATION
+def create_user(username: str, role: str, organisation: str):
     """Create a staff account (password from WITNESS_PASSWORD, else prompted)."""
+    organisation_id = _organisation_id(organisation)
     password = os.environ.get("WITNESS_PASSWORD")
     if not password:
         if not sys.stdin.isatty():
             raise click.ClickException("Set WITNESS_PASSWORD or run in a terminal to be prompted.")
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        accounts.create_staff_user(_archive(), username, role, password, actor="operator")
+        accounts.create_staff_user(_archive(), username, role, password, organisation_id=organisation_id)
     except InvalidInput as exc:
         raise click.ClickException(exc.message) from None
-    click.echo(f"created {role} {username}")
+    click.echo(f"created {role} {username} in {organisation}")
 
 
 @witness.command("init-keys")
@@ -46,9 +78,14 @@ def init_keys():
 
 @witness.command("enrollment-code")
 @click.option("--note", default="", help="What the code is for (kept in the records).")
-def enrollment_code(note: str):
-    """Make a device enrollment code and print it."""
-    click.echo(accounts.create_enrollment_code(_archive(), note))
+@_ORGANISATION
+def enrollment_code(note: str, organisation: str):
+    """Make a device enrollment code for an organisation and print it."""
+    try:
+        code = accounts.create_enrollment_code(_archive(), note, organisation_id=_organisation_id(organisation))
+    except InvalidInput as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(code["code"])
 
 
 @witness.command("finalize-due")
@@ -67,3 +104,19 @@ def reconcile_command():
                f"chunks lost (file missing or damaged): {len(report.lost_chunks)}")
     for recording_id, index in report.lost_chunks:
         click.echo(f"  lost {recording_id} chunk {index}")
+
+
+@witness.command("audit-verify")
+def audit_verify():
+    """Check the whole audit log's hash chain; name the first broken entry."""
+    report = audit.verify_chain(_archive())
+    if not report.ok:
+        click.echo(f"BROKEN at entry {report.broken_entry_id}: {report.problem}", err=True)
+        click.echo(f"checked {report.entries} entries before stopping", err=True)
+        sys.exit(1)
+    click.echo(f"audit log intact: {report.entries} entries, {report.recordings} recordings' custody chains")
+    click.echo(f"head: entry {report.head_id or 0} sha256 {report.head_sha256}")
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    click.echo("Record the head somewhere else (a notebook, an e-mail to yourself): a later check that ends "
+               "at an older head means newest entries were removed.")

@@ -60,7 +60,8 @@ def put_chunk(recording_id: str, index: str):
 @require_role(DEVICE, *STAFF_ROLES)
 def recording_status(recording_id: str):
     """Upload status, for resuming (owning device or staff)."""
-    return jsonify(ingest.recording_status(archive(), path_recording_id(recording_id), device_id=g.device_id))
+    return jsonify(ingest.recording_status(archive(), path_recording_id(recording_id), device_id=g.device_id,
+                                           organisation_id=g.organisation_id))
 
 
 @bp.post("/v1/recordings/<recording_id>/complete")

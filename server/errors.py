@@ -32,6 +32,11 @@ PROTOCOL_ERRORS: dict[type, tuple[int, str]] = {
     domain.StorageFull: (507, "insufficient_storage"),
     domain.Busy: (503, "server_busy"),
     domain.NotReady: (404, "not_ready"),
+    domain.SecondFactorRequired: (401, "totp_required"),
+    domain.SecondFactorSetupRequired: (403, "totp_setup_required"),
+    domain.SecondFactorAlreadyOn: (409, "totp_already_enabled"),
+    domain.WrongSecondFactor: (400, "invalid_totp_code"),
+    domain.TooManyAttempts: (429, "too_many_attempts"),
 }
 
 _HTTP_CODES = {
@@ -67,6 +72,8 @@ def register_error_handlers(app: Flask) -> None:
         if status == 507:
             log.error("disk full: %s", exc)
         headers = {"Retry-After": "1"} if status == 503 else None
+        if isinstance(exc, domain.TooManyAttempts):
+            headers = {"Retry-After": str(exc.retry_after)}
         return error_response(status, code, exc.message, headers)
 
     @app.errorhandler(HTTPException)

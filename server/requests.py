@@ -6,6 +6,7 @@ from flask import request
 
 from sync.errors import InvalidInput
 from sync.ingest import MAX_CHUNK_INDEX, parse_recording_id
+from sync.timefmt import normalize_time
 
 MAX_JSON_BYTES = 64 * 1024
 
@@ -57,3 +58,45 @@ def query_positive_int(name: str) -> int | None:
     if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
         raise InvalidInput(f"invalid_{name}", f"{name} must be a positive integer.")
     return int(raw)
+
+
+def query_limit(default: int = 50, maximum: int = 200) -> int:
+    """The `limit` query parameter: 1..maximum, default `default`."""
+    limit = query_positive_int("limit")
+    if limit is None:
+        return default
+    if limit > maximum:
+        raise InvalidInput("invalid_limit", f"limit must be from 1 to {maximum}.")
+    return limit
+
+
+def query_bool(name: str) -> bool | None:
+    """An optional `true`/`false` query parameter."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if raw in ("true", "1"):
+        return True
+    if raw in ("false", "0"):
+        return False
+    raise InvalidInput(f"invalid_{name}", f"{name} must be true or false.")
+
+
+def query_time(name: str) -> str | None:
+    """An optional RFC 3339 time query parameter, normalized."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        return normalize_time(raw)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"invalid_{name}", f"{name} must be an RFC 3339 time, e.g. 2026-11-21T14:03:07.123Z "
+                                              "(URL-encode the '+' of an offset).") from None
+
+
+def query_text(name: str, max_chars: int = 200) -> str | None:
+    """An optional short text query parameter."""
+    raw = request.args.get(name)
+    if raw is not None and (len(raw) > max_chars or not raw):
+        raise InvalidInput(f"invalid_{name}", f"{name} must be 1 to {max_chars} characters.")
+    return raw

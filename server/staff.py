@@ -1,27 +1,55 @@
-"""The staff audience: manifests and footage of a recording."""
+"""The staff audience: find recordings, look at one, watch its footage, fetch
+its signed manifests. Every look at a recording is audited (in `sync`)."""
 
 from __future__ import annotations
 
 import itertools
 import re
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, jsonify, request
 
-from sync import finalize, footage
+from sync import retrieval
+from sync.accounts import parse_device_id
 
 from .auth import STAFF_ROLES, archive, require_role
 from .errors import error_response
-from .requests import path_recording_id, query_positive_int
+from .requests import path_recording_id, query_bool, query_limit, query_positive_int, query_time
 
 bp = Blueprint("staff", __name__)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@bp.get("/v1/recordings")
+@require_role(*STAFF_ROLES)
+def list_recordings():
+    """The organisation's recordings, newest first, filtered, by pages."""
+    device_id = request.args.get("device_id")
+    filters = retrieval.RecordingFilter(
+        states=retrieval.parse_states(request.args.get("state")),
+        device_id=parse_device_id(device_id) if device_id is not None else None,
+        since=query_time("from"),
+        until=query_time("to"),
+        has_gaps=query_bool("has_gaps"),
+        receiving=query_bool("receiving"),
+    )
+    recordings, next_cursor = retrieval.list_recordings(archive(), g.viewer, filters, limit=query_limit(),
+                                                        cursor=request.args.get("cursor"))
+    return jsonify(recordings=recordings, next_cursor=next_cursor)
+
+
+@bp.get("/v1/recordings/<recording_id>")
+@require_role(*STAFF_ROLES)
+def recording_detail(recording_id: str):
+    """One recording: chunks, gaps, manifest versions."""
+    return jsonify(retrieval.recording_detail(archive(), g.viewer, path_recording_id(recording_id)))
 
 
 @bp.get("/v1/recordings/<recording_id>/manifest")
 @require_role(*STAFF_ROLES)
 def manifest(recording_id: str):
     """The exact signed manifest bytes (latest, or `?version=n`)."""
-    row = finalize.signed_manifest(archive(), path_recording_id(recording_id), query_positive_int("version"))
+    row = retrieval.manifest_for(archive(), g.viewer, path_recording_id(recording_id), query_positive_int("version"),
+                                 part="manifest")
     return Response(row["body"], mimetype="application/json",
                     headers={"Witness-Manifest-Version": str(row["version"]), "ETag": f'"{row["sha256"]}"'})
 
@@ -30,7 +58,8 @@ def manifest(recording_id: str):
 @require_role(*STAFF_ROLES)
 def manifest_signature(recording_id: str):
     """The raw 64-byte Ed25519 signature over the manifest bytes."""
-    row = finalize.signed_manifest(archive(), path_recording_id(recording_id), query_positive_int("version"))
+    row = retrieval.manifest_for(archive(), g.viewer, path_recording_id(recording_id), query_positive_int("version"),
+                                 part="signature")
     return Response(row["signature"], mimetype="application/octet-stream",
                     headers={"Witness-Manifest-Version": str(row["version"])})
 
@@ -39,14 +68,16 @@ def manifest_signature(recording_id: str):
 @require_role(*STAFF_ROLES)
 def media(recording_id: str):
     """The decrypted footage as held so far; honours a single `Range`."""
-    recording, rows, total = footage.footage_layout(archive(), path_recording_id(recording_id))
-    etag = f'"{recording["generation"]}-{total}"'
-    headers = {"Accept-Ranges": "bytes", "ETag": etag, "Cache-Control": "private, no-store"}
+    view = retrieval.footage_view(archive(), g.viewer, path_recording_id(recording_id))
+    total = view.size
+    headers = {"Accept-Ranges": "bytes", "ETag": view.etag, "Cache-Control": "private, no-store"}
     start, end, status = 0, total - 1, 200
     range_header = request.headers.get("Range")
     if_range = request.headers.get("If-Range")
-    if range_header and (if_range is None or if_range == etag):
+    if range_header and (if_range is None or if_range == view.etag):
         match = _RANGE.match(range_header.strip())
+        # Anything but one well-formed byte range is ignored (RFC 9110 allows
+        # answering 200 with the whole footage), e.g. several ranges at once.
         if match and (match.group(1) or match.group(2)):
             if match.group(1):
                 start = int(match.group(1))
@@ -60,9 +91,10 @@ def media(recording_id: str):
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{total}"
     headers["Content-Length"] = str(max(end - start + 1, 0))
-    pieces = footage.iter_footage_range(archive(), recording, rows, start, end) if total else iter(())
+    pieces = retrieval.stream_footage(archive(), g.viewer, view, start, end, partial=status == 206)
     # Decrypt the first piece before the headers go out, so a damaged chunk
     # there is still a JSON error. Damage found later can only cut the body
     # short of its Content-Length, which every HTTP client reports as an error.
     first = next(pieces, b"")
-    return Response(itertools.chain([first], pieces), status=status, mimetype=None, content_type=recording["content_type"], headers=headers)
+    return Response(itertools.chain([first], pieces), status=status, content_type=view.content_type,
+                    headers=headers)

@@ -1,7 +1,16 @@
 """The append-only, hash-chained audit log.
 
 Each entry's `sha256` covers its own fields and the previous entry's hash
-(`prev_sha256`), so editing or deleting any row breaks every link after it.
+(`prev_sha256`), so editing or deleting any row breaks a link after it.
+Entries about a recording also link to the previous entry about the same
+recording (`recording_prev_sha256`), so a recording's custody log is a chain
+that can be checked on its own, without the rest of the log.
+
+Deleting the *newest* rows leaves a shorter chain that is still whole, so the
+head (id and hash of the newest entry) is also written to `meta` with every
+append; `verify_chain` compares the two, and operators can record the head
+elsewhere (`witness audit-verify` prints it) to compare later.
+
 Entries are appended inside the caller's write transaction, which holds
 SQLite's write lock, so two processes can never chain onto the same parent.
 """
@@ -10,17 +19,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
+from typing import Iterator
 
 import sqlite_utils
 
 from crypto.hashing import canonical_json
 
+from .archive import Archive
+from .errors import InvalidInput
+from .paging import make_cursor, read_cursor
+from .timefmt import normalize_time
+
 GENESIS = "0" * 64
+_HEAD_KEY = "audit_head"
+# Fields every entry's digest covers (present even when null), in version 1
+# of the log; fields added since are covered when they are set, so entries
+# written before them still verify.
+_CORE_FIELDS = ("id", "at", "actor", "action", "recording_id", "detail", "prev_sha256")
+_ADDED_FIELDS = ("organisation_id", "recording_prev_sha256")
 
 
 def entry_digest(entry: dict) -> str:
     """SHA-256 (hex) of an entry's canonical JSON, `sha256` itself excluded."""
-    fields = {k: entry[k] for k in ("id", "at", "actor", "action", "recording_id", "detail", "prev_sha256")}
+    fields = {k: entry[k] for k in _CORE_FIELDS}
+    fields.update({k: entry[k] for k in _ADDED_FIELDS if entry.get(k) is not None})
     fields["detail"] = json.loads(fields["detail"]) if isinstance(fields["detail"], str) else fields["detail"]
     return hashlib.sha256(canonical_json(fields)).hexdigest()
 
@@ -32,20 +55,177 @@ def append_entry(
     actor: str,
     action: str,
     recording_id: str | None = None,
+    organisation_id: int | None = None,
     detail: dict | None = None,
 ) -> dict:
     """Append one entry inside the caller's open write transaction and return
-    it. `actor` is `device:<id>`, `staff:<username>` or `system`."""
+    it. `actor` is `device:<id>`, `staff:<username>`, `operator`, `system` or
+    `anonymous`. An entry about a recording belongs to the recording's
+    organisation; otherwise to `organisation_id` (None: the whole server)."""
     last = next(iter(db.query("SELECT id, sha256 FROM audit ORDER BY id DESC LIMIT 1")), None)
+    recording_prev = None
+    if recording_id is not None:
+        owner = next(iter(db.query("SELECT organisation_id FROM recordings WHERE id = ?", [recording_id])), None)
+        if owner is not None:
+            organisation_id = owner["organisation_id"]
+        previous = next(iter(db.query(
+            "SELECT sha256 FROM audit WHERE recording_id = ? ORDER BY id DESC LIMIT 1", [recording_id])), None)
+        recording_prev = previous["sha256"] if previous else GENESIS
     entry = {
         "id": (last["id"] + 1) if last else 1,
         "at": at,
         "actor": actor,
         "action": action,
         "recording_id": recording_id,
+        "organisation_id": organisation_id,
         "detail": canonical_json(detail or {}).decode("utf-8"),
         "prev_sha256": last["sha256"] if last else GENESIS,
+        "recording_prev_sha256": recording_prev,
     }
     entry["sha256"] = entry_digest(entry)
     db["audit"].insert(entry)
+    db["meta"].upsert({"key": _HEAD_KEY, "value": f"{entry['id']}:{entry['sha256']}"}, pk="key")
     return entry
+
+
+def record(archive: Archive, *, actor: str, action: str, recording_id: str | None = None,
+           organisation_id: int | None = None, detail: dict | None = None) -> dict:
+    """Append one entry in a transaction of its own (for reads worth a trace:
+    views and downloads) and return it."""
+    with archive.database.transaction() as db:
+        return append_entry(db, at=archive.now(), actor=actor, action=action, recording_id=recording_id,
+                            organisation_id=organisation_id, detail=detail)
+
+
+def public_entry(row: dict) -> dict:
+    """An entry as the API shows it: `detail` as an object, every hash link
+    included so a reader can check the chain."""
+    entry = {k: row[k] for k in ("id", "at", "actor", "action", "recording_id", "organisation_id",
+                                 "prev_sha256", "recording_prev_sha256", "sha256")}
+    entry["detail"] = json.loads(row["detail"])
+    return entry
+
+
+@dataclass
+class AuditFilter:
+    """What `list_entries` narrows to; every field optional."""
+
+    recording_id: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    since: str | None = None  # inclusive
+    until: str | None = None  # inclusive
+
+
+def list_entries(archive: Archive, organisation_id: int, filters: AuditFilter, *,
+                 limit: int = 100, cursor: str | None = None, newest_first: bool = True) -> tuple[list[dict], str | None]:
+    """A page of the entries an organisation's custodians may read: their
+    organisation's and the server-wide ones (no organisation: failed logins
+    under unknown usernames, operator actions). Returns `(entries, next_cursor)`.
+    Raises `InvalidInput` for a malformed cursor or time."""
+    where, params = ["(organisation_id = ? OR organisation_id IS NULL)"], [organisation_id]
+    for column, value in (("recording_id", filters.recording_id), ("actor", filters.actor),
+                          ("action", filters.action)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if filters.since is not None:
+        where.append("at >= ?")
+        params.append(filters.since)
+    if filters.until is not None:
+        where.append("at <= ?")
+        params.append(filters.until)
+    order = "DESC" if newest_first else "ASC"
+    if cursor is not None:
+        where.append("id < ?" if newest_first else "id > ?")
+        params.append(read_cursor(f"audit-{order}", cursor, (int,))[0])
+    rows = archive.database.query(
+        f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?", [*params, limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = make_cursor(f"audit-{order}", rows[-1]["id"]) if more else None
+    return [public_entry(row) for row in rows], next_cursor
+
+
+def parse_time_filter(text, name: str) -> str | None:
+    """An optional RFC 3339 time from a query, normalized; `InvalidInput`."""
+    if text is None:
+        return None
+    try:
+        return normalize_time(text)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"invalid_{name}", f"{name} must be an RFC 3339 time, e.g. 2026-11-21T14:03:07.123Z.") from None
+
+
+@dataclass
+class ChainReport:
+    """What `verify_chain` found. `problem` is None when the log is whole."""
+
+    entries: int = 0
+    head_id: int | None = None
+    head_sha256: str = GENESIS
+    problem: str | None = None
+    broken_entry_id: int | None = None
+    recordings: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify_chain(archive: Archive) -> ChainReport:
+    """Check the whole log, oldest first, streaming: every entry's hash over
+    its fields, every `prev_sha256` link (ids must run 1, 2, 3 ... with no
+    holes), every recording's own chain, and the recorded head. Stops at the
+    first broken entry and names it; never raises for a broken log."""
+    report = ChainReport()
+    recording_heads: dict[str, str] = {}
+    expected_id, previous = 1, GENESIS
+    for row in _rows_in_order(archive):
+        report.entries += 1
+        if row["id"] != expected_id:
+            return _broken(report, row["id"], f"entry {expected_id} is missing: ids jump from "
+                                              f"{expected_id - 1} to {row['id']} (a row was deleted)")
+        if row["prev_sha256"] != previous:
+            return _broken(report, row["id"], f"entry {row['id']} does not link to entry {row['id'] - 1}: its "
+                                              "prev_sha256 is not that entry's hash (an earlier row was deleted "
+                                              "or rewritten)")
+        if entry_digest(row) != row["sha256"]:
+            return _broken(report, row["id"], f"entry {row['id']} was edited: its fields no longer hash to "
+                                              "its sha256")
+        recording_id = row["recording_id"]
+        if recording_id is not None and row["recording_prev_sha256"] is not None:
+            if row["recording_prev_sha256"] != recording_heads.get(recording_id, GENESIS):
+                return _broken(report, row["id"], f"entry {row['id']} does not link to the previous entry "
+                                                  f"about recording {recording_id}")
+            recording_heads[recording_id] = row["sha256"]
+        expected_id, previous = row["id"] + 1, row["sha256"]
+        report.head_id, report.head_sha256 = row["id"], row["sha256"]
+    report.recordings = len(recording_heads)
+    recorded = archive.database.one("SELECT value FROM meta WHERE key = ?", [_HEAD_KEY])
+    if recorded is not None:
+        head_id, _, head_sha = recorded["value"].partition(":")
+        if int(head_id) != (report.head_id or 0) or head_sha != report.head_sha256:
+            report.problem = (f"the log ends at entry {report.head_id or 0}, but entry {head_id} was written "
+                              "(newest rows were deleted)")
+            report.broken_entry_id = (report.head_id or 0) + 1
+    elif report.entries:
+        report.notes.append("no recorded head: the log predates head anchoring")
+    return report
+
+
+def _broken(report: ChainReport, entry_id: int, problem: str) -> ChainReport:
+    report.problem, report.broken_entry_id = problem, entry_id
+    return report
+
+
+def _rows_in_order(archive: Archive, batch: int = 5000) -> Iterator[dict]:
+    # Pages by id so memory stays flat however long the log.
+    after = 0
+    while True:
+        rows = archive.database.query("SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?", [after, batch])
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1]["id"]

@@ -27,8 +27,10 @@ from typing import Iterator
 import sqlite_utils
 
 from .errors import Busy, StorageFull
+from .timefmt import format_time, utc_now
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+DEFAULT_ORGANISATION_ID = 1
 
 
 class Database:
@@ -129,13 +131,24 @@ class Database:
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:
+    # Tables are created with every column; `_add_missing_columns` brings a
+    # version-1 file up to date (columns added since, with backfilled values).
+    db["organisations"].create(
+        {"id": int, "slug": str, "name": str, "created_at": str},
+        pk="id",
+        not_null={"slug", "name", "created_at"},
+        if_not_exists=True,
+    )
+    db["organisations"].create_index(["slug"], unique=True, if_not_exists=True)
     db["devices"].create(
         {
             "id": str,
+            "organisation_id": int,
             "created_at": str,
             "public_key_pem": str,
             "enrollment_code": str,
             "revoked_at": str,
+            "revoked_by": str,
         },
         pk="id",
         not_null={"created_at"},
@@ -144,11 +157,19 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db["staff"].create(
         {
             "id": int,
+            "organisation_id": int,
             "username": str,
             "role": str,
             "password_hash": str,
             "created_at": str,
             "disabled_at": str,
+            # Bumped when a password is set or sessions are ended for good:
+            # tokens carry the generation they were issued under.
+            "session_generation": int,
+            # TOTP secret, sealed with a key kept outside the data folder.
+            "totp_secret": bytes,
+            "totp_enabled_at": str,
+            "totp_last_step": int,
         },
         pk="id",
         not_null={"username", "role", "password_hash", "created_at"},
@@ -156,7 +177,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     )
     db["staff"].create_index(["username"], unique=True, if_not_exists=True)
     db["enrollment_codes"].create(
-        {"code": str, "created_at": str, "note": str},
+        {"code": str, "organisation_id": int, "created_at": str, "note": str, "created_by": str, "revoked_at": str},
         pk="code",
         not_null={"created_at"},
         if_not_exists=True,
@@ -164,6 +185,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db["recordings"].create(
         {
             "id": str,
+            "organisation_id": int,
             "device_id": str,
             "content_type": str,
             "started_at": str,
@@ -181,6 +203,12 @@ def _create_schema(db: sqlite_utils.Database) -> None:
             "generation": int,
             "finalized_generation": int,
             "manifest_version": int,
+            # Kept with every chunk change so lists can filter on gaps
+            # without counting chunks: gaps exist when chunk_count is below
+            # (final_index, else max_index) + 1.
+            "chunk_count": int,
+            "max_index": int,
+            "footage_size": int,
         },
         pk="id",
         not_null={"device_id", "content_type", "started_at", "key_id", "sealed_key",
@@ -189,8 +217,6 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         foreign_keys=[("device_id", "devices", "id")],
         if_not_exists=True,
     )
-    db["recordings"].create_index(["state", "last_activity_at"], if_not_exists=True)
-    db["recordings"].create_index(["device_id"], if_not_exists=True)
     db["chunks"].create(
         {
             "recording_id": str,
@@ -231,14 +257,75 @@ def _create_schema(db: sqlite_utils.Database) -> None:
             "actor": str,
             "action": str,
             "recording_id": str,
+            "organisation_id": int,
             "detail": str,
             "prev_sha256": str,
+            # The previous entry about the same recording: a recording's
+            # custody log is a chain of its own that can be checked alone.
+            "recording_prev_sha256": str,
             "sha256": str,
         },
         pk="id",
         not_null={"at", "actor", "action", "detail", "prev_sha256", "sha256"},
         if_not_exists=True,
     )
-    db["audit"].create_index(["recording_id"], if_not_exists=True)
+    # Failed logins per username (known or not, so the answer never tells).
+    db["login_failures"].create(
+        {"username": str, "failures": int, "first_failed_at": str, "last_failed_at": str, "locked_until": str},
+        pk="username",
+        not_null={"failures", "first_failed_at", "last_failed_at"},
+        if_not_exists=True,
+    )
+    # Ended sessions (logout): every token of the session is refused until
+    # the session's refresh token would have expired anyway.
+    db["ended_sessions"].create(
+        {"sid": str, "ended_at": str, "expires_at": int},
+        pk="sid",
+        not_null={"ended_at", "expires_at"},
+        if_not_exists=True,
+    )
     db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    _add_missing_columns(db)
+    for table, columns in {
+        "recordings": [["state", "last_activity_at"], ["device_id"], ["organisation_id", "created_at"]],
+        "audit": [["recording_id"], ["organisation_id"], ["actor"], ["at"]],
+        "devices": [["organisation_id"]],
+        "staff": [["organisation_id"]],
+        "ended_sessions": [["expires_at"]],
+        "login_failures": [["last_failed_at"]],
+    }.items():
+        for index in columns:
+            db[table].create_index(index, if_not_exists=True)
+    if db["organisations"].count == 0:
+        db["organisations"].insert({"id": DEFAULT_ORGANISATION_ID, "slug": "default",
+                                    "name": "Default organisation", "created_at": format_time(utc_now())})
     db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+
+def _add_missing_columns(db: sqlite_utils.Database) -> None:
+    """Bring a version-1 file up to version 2: organisations (everything
+    existing joins the default one), staff sessions and TOTP, recording
+    counters (computed from the chunks held) and audit chain columns."""
+    added = {
+        "devices": {"organisation_id": int, "revoked_by": str},
+        "staff": {"organisation_id": int, "session_generation": int, "totp_secret": bytes,
+                  "totp_enabled_at": str, "totp_last_step": int},
+        "enrollment_codes": {"organisation_id": int, "created_by": str, "revoked_at": str},
+        "recordings": {"organisation_id": int, "chunk_count": int, "max_index": int, "footage_size": int},
+        "audit": {"organisation_id": int, "recording_prev_sha256": str},
+    }
+    for table, columns in added.items():
+        have = db[table].columns_dict
+        for name, kind in columns.items():
+            if name not in have:
+                db[table].add_column(name, kind)
+    for table in ("devices", "staff", "enrollment_codes", "recordings"):
+        db.execute(f"UPDATE {table} SET organisation_id = ? WHERE organisation_id IS NULL", [DEFAULT_ORGANISATION_ID])
+    db.execute("UPDATE staff SET session_generation = 0 WHERE session_generation IS NULL")
+    db.execute(
+        """UPDATE recordings SET
+               chunk_count = (SELECT COUNT(*) FROM chunks c WHERE c.recording_id = recordings.id),
+               max_index = (SELECT MAX(idx) FROM chunks c WHERE c.recording_id = recordings.id),
+               footage_size = (SELECT COALESCE(SUM(size), 0) FROM chunks c WHERE c.recording_id = recordings.id)
+           WHERE chunk_count IS NULL"""
+    )

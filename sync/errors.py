@@ -82,3 +82,29 @@ class Busy(WitnessError):
 
 class NotReady(WitnessError):
     """The thing asked for does not exist yet (e.g. no manifest so far)."""
+
+
+class SecondFactorRequired(WitnessError):
+    """The password was right, but the account has TOTP on: send the code."""
+
+
+class SecondFactorSetupRequired(WitnessError):
+    """The operator requires a second factor for this role and the account
+    has none yet: only setting one up (and logging out) is allowed."""
+
+
+class SecondFactorAlreadyOn(WitnessError):
+    """The account already has a confirmed second factor."""
+
+
+class WrongSecondFactor(WitnessError):
+    """The TOTP code does not match (or was already used)."""
+
+
+class TooManyAttempts(WitnessError):
+    """Too many failed logins for this username: refused, without checking,
+    for `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -32,8 +32,7 @@ def due_recording_ids(archive: Archive) -> list[str]:
         """SELECT r.id FROM recordings r
            WHERE (r.finalized_generation IS NULL OR r.finalized_generation != r.generation)
              AND (r.last_activity_at <= :idle
-                  OR (r.final_index IS NOT NULL AND
-                      (SELECT COUNT(*) FROM chunks c WHERE c.recording_id = r.id) = r.final_index + 1))
+                  OR (r.final_index IS NOT NULL AND r.chunk_count = r.final_index + 1))
            ORDER BY r.last_activity_at""",
         {"idle": idle_since},
     )
@@ -150,12 +149,15 @@ def manifest_versions(archive: Archive, recording_id: str) -> list[dict]:
         [recording_id])
 
 
-def signed_manifest(archive: Archive, recording_id: str, version: int | None = None) -> dict:
+def signed_manifest(archive: Archive, recording_id: str, version: int | None = None, *,
+                    organisation_id: int | None = None) -> dict:
     """The manifest row (`body`, `signature`, `sha256`, `version`) of the
     given or the latest version. Raises `NotFound` for an unknown version and
     `NotReady` while the recording has no manifest yet; `NotFound` for an
-    unknown recording too."""
-    if archive.database.one("SELECT 1 FROM recordings WHERE id = ?", [recording_id]) is None:
+    unknown recording too, or one of another organisation than
+    `organisation_id` (when given)."""
+    owner = archive.database.one("SELECT organisation_id FROM recordings WHERE id = ?", [recording_id])
+    if owner is None or (organisation_id is not None and owner["organisation_id"] != organisation_id):
         raise NotFound("No such recording.")
     if version is None:
         row = archive.database.one(

@@ -129,8 +129,10 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
                                         "generate a new recording id.")
             return _creation_answer(archive, existing), False
         now = archive.now()
+        device = next(iter(db.query("SELECT organisation_id FROM devices WHERE id = ?", [device_id])))
         row = {
             "id": recording_id,
+            "organisation_id": device["organisation_id"],
             "device_id": device_id,
             "content_type": content_type,
             "started_at": started_at,
@@ -140,6 +142,8 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
             "state": "receiving",
             "last_activity_at": now,
             "generation": 0,
+            "chunk_count": 0,
+            "footage_size": 0,
         }
         db["recordings"].insert(row)
         audit.append_entry(db, at=now, actor=f"device:{device_id}", action="recording.created",
@@ -161,13 +165,20 @@ def _whole(seconds: float):
     return int(seconds) if float(seconds).is_integer() else seconds
 
 
-def owned_recording(archive: Archive, recording_id: str, device_id: str | None) -> dict:
-    """The recording row, if it exists and (when `device_id` is given) that
-    device owns it; otherwise `NotFound`, with no hint which."""
+def owned_recording(archive: Archive, recording_id: str, device_id: str | None = None, *,
+                    organisation_id: int | None = None) -> dict:
+    """The recording row, if it exists and is visible: owned by `device_id`
+    and/or held by `organisation_id`, when given. Otherwise `NotFound`, with
+    no hint whether it exists."""
     row = archive.database.one("SELECT * FROM recordings WHERE id = ?", [recording_id])
-    if row is None or (device_id is not None and row["device_id"] != device_id):
+    if not _visible(row, device_id, organisation_id):
         raise NotFound("No such recording.")
     return row
+
+
+def _visible(row: dict | None, device_id: str | None, organisation_id: int | None) -> bool:
+    return row is not None and (device_id is None or row["device_id"] == device_id) \
+        and (organisation_id is None or row["organisation_id"] == organisation_id)
 
 
 def parse_content_digest(header) -> bytes:
@@ -267,10 +278,12 @@ def accept_chunk(
                     """UPDATE recordings SET generation = generation + 1,
                            first_received_at = COALESCE(first_received_at, :now),
                            last_received_at = :now, last_activity_at = :now,
+                           chunk_count = chunk_count + 1, footage_size = footage_size + :size,
+                           max_index = MAX(COALESCE(max_index, -1), :idx),
                            final_index = CASE WHEN :final THEN :idx ELSE final_index END,
                            state = 'receiving'
                        WHERE id = :id""",
-                    {"now": now, "final": int(final), "idx": index, "id": recording_id},
+                    {"now": now, "final": int(final), "idx": index, "id": recording_id, "size": len(plaintext)},
                 )
                 audit.append_entry(db, at=now, actor=f"device:{device_id}", action="chunk.received",
                                    recording_id=recording_id,
@@ -389,12 +402,14 @@ def missing_ranges(received: list[list[int]], final_index: int | None) -> list[l
     return holes
 
 
-def recording_status(archive: Archive, recording_id: str, *, device_id: str | None = None) -> dict:
+def recording_status(archive: Archive, recording_id: str, *, device_id: str | None = None,
+                     organisation_id: int | None = None) -> dict:
     """Upload status for resuming (PROTOCOL.md `GET .../status`). With
-    `device_id`, only that device's recordings are visible (`NotFound`)."""
+    `device_id`, only that device's recordings are visible; with
+    `organisation_id`, only that organisation's (`NotFound`)."""
     with archive.database.snapshot() as db:
         row = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])), None)
-        if row is None or (device_id is not None and row["device_id"] != device_id):
+        if not _visible(row, device_id, organisation_id):
             raise NotFound("No such recording.")
         indexes = [r["idx"] for r in db.query("SELECT idx FROM chunks WHERE recording_id = ? ORDER BY idx",
                                               [recording_id])]

@@ -42,7 +42,7 @@ def reconcile_storage(archive: Archive, *, grace_seconds: float = GRACE_SECONDS)
     stored_ids = set(archive.chunks.recording_ids())
     recorded_ids = {row["recording_id"] for row in archive.database.query("SELECT DISTINCT recording_id FROM chunks")}
     for recording_id in sorted(stored_ids | recorded_ids):
-        rows = archive.database.query("SELECT idx, ciphertext_sha256, ciphertext_size FROM chunks "
+        rows = archive.database.query("SELECT idx, size, ciphertext_sha256, ciphertext_size FROM chunks "
                                       "WHERE recording_id = ?", [recording_id])
         expected = {chunk_file_name(r["idx"], r["ciphertext_sha256"]): r for r in rows}
         present = set(archive.chunks.names(recording_id))
@@ -81,9 +81,12 @@ def forget_chunk(archive: Archive, recording_id: str, row: dict, *, action: str)
         db.execute("DELETE FROM chunks WHERE recording_id = ? AND idx = ? AND ciphertext_sha256 = ?",
                    [recording_id, row["idx"], row["ciphertext_sha256"]])
         # A new generation makes the recording due for a manifest that shows the gap.
-        db.execute("UPDATE recordings SET generation = generation + 1, last_activity_at = ?, "
-                   "final_index = CASE WHEN final_index = ? THEN NULL ELSE final_index END WHERE id = ?",
-                   [now, row["idx"], recording_id])
+        db.execute("""UPDATE recordings SET generation = generation + 1, last_activity_at = :now,
+                          final_index = CASE WHEN final_index = :idx THEN NULL ELSE final_index END,
+                          chunk_count = chunk_count - 1, footage_size = footage_size - :size,
+                          max_index = (SELECT MAX(idx) FROM chunks WHERE recording_id = :id)
+                      WHERE id = :id""",
+                   {"now": now, "idx": row["idx"], "size": row["size"], "id": recording_id})
         audit.append_entry(db, at=now, actor="system", action=action, recording_id=recording_id,
                            detail={"index": row["idx"], "ciphertext_sha256": row["ciphertext_sha256"]})
     return True

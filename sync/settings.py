@@ -25,6 +25,10 @@ class Settings:
     device_refresh_days: int = 365
     staff_access_minutes: int = 15
     staff_refresh_hours: int = 12
+    require_custodian_totp: bool = False
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 900
+    totp_issuer: str = "Witness Sync"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -39,6 +43,10 @@ class Settings:
             max_chunk_bytes=_number(env, "WITNESS_MAX_CHUNK_BYTES", DEFAULT_MAX_CHUNK_BYTES, int),
             open_enrollment=_flag(env, "WITNESS_OPEN_ENROLLMENT", True),
             scheduler_interval_seconds=_number(env, "WITNESS_SCHEDULER_INTERVAL_SECONDS", 1.0, float),
+            require_custodian_totp=_flag(env, "WITNESS_REQUIRE_CUSTODIAN_TOTP", False),
+            login_max_failures=_number(env, "WITNESS_LOGIN_MAX_FAILURES", 5, int),
+            login_lockout_seconds=_number(env, "WITNESS_LOGIN_LOCKOUT_SECONDS", 900, int),
+            totp_issuer=env.get("WITNESS_TOTP_ISSUER") or "Witness Sync",
         )
         values.update(overrides)
         settings = cls(**values)

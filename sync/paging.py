@@ -1,0 +1,29 @@
+"""Opaque cursors for keyset pagination: the sort key of the last item of a
+page, so the next page starts after it however many rows arrive meanwhile."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from .errors import InvalidInput
+
+
+def make_cursor(kind: str, *values) -> str:
+    """A cursor naming its list (`kind`) and the last item's sort key."""
+    return base64.urlsafe_b64encode(json.dumps([kind, *values], separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+
+def read_cursor(kind: str, cursor, types: tuple[type, ...]) -> tuple:
+    """The sort key in a cursor made by `make_cursor(kind, ...)`; raises
+    `InvalidInput` for anything else (another list's cursor included)."""
+    try:
+        if isinstance(cursor, str) and len(cursor) <= 512:
+            decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+            if (isinstance(decoded, list) and len(decoded) == len(types) + 1 and decoded[0] == kind
+                    and all(type(value) is wanted for value, wanted in zip(decoded[1:], types))):
+                return tuple(decoded[1:])
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        pass
+    raise InvalidInput("invalid_cursor", "cursor must be the next_cursor of an earlier answer from the same list.")

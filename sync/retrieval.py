@@ -1,0 +1,202 @@
+"""What staff see: their organisation's recordings, listed and filtered, a
+recording's detail, its footage and manifests. Every look at a recording
+(detail, footage, manifest) leaves an entry in the audit log; lists and
+upload status, which consoles poll, do not.
+
+A recording of another organisation is `NotFound`, exactly like one that
+does not exist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from . import audit, finalize, footage
+from .archive import Archive
+from .errors import InvalidInput
+from .ingest import index_ranges, missing_ranges, owned_recording
+from .paging import make_cursor, read_cursor
+
+RECORDING_STATES = ("receiving", "complete", "interrupted")
+# Gaps exist when fewer chunks are held than the recording's known length
+# (the final index, else the highest index held, plus one).
+_HAS_GAPS = "chunk_count < COALESCE(final_index, max_index, -1) + 1"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """A staff member looking: who (for the audit log) and from which
+    organisation (what they may see)."""
+
+    actor: str
+    organisation_id: int
+
+
+@dataclass(frozen=True)
+class RecordingFilter:
+    """Narrows `list_recordings`; every field optional.
+
+    `since`/`until` keep recordings that were being received at some moment
+    in that span (from creation to the last chunk held)."""
+
+    states: tuple[str, ...] = ()
+    device_id: str | None = None
+    since: str | None = None
+    until: str | None = None
+    has_gaps: bool | None = None
+    receiving: bool | None = None
+
+
+def parse_states(text: str | None) -> tuple[str, ...]:
+    """`state` query value: one state or several, comma-separated."""
+    if text is None:
+        return ()
+    states = tuple(part.strip() for part in text.split(","))
+    if not all(state in RECORDING_STATES for state in states):
+        raise InvalidInput("invalid_state", f"state must be one or more of {', '.join(RECORDING_STATES)}, "
+                                            "comma-separated.")
+    return states
+
+
+def list_recordings(archive: Archive, viewer: Viewer, filters: RecordingFilter, *, limit: int = 50,
+                    cursor: str | None = None) -> tuple[list[dict], str | None]:
+    """A page of the viewer's organisation's recordings, newest first, and
+    the cursor of the next page (None at the end). Raises `InvalidInput` for
+    a malformed cursor."""
+    where, params = ["organisation_id = ?"], [viewer.organisation_id]
+    if filters.states:
+        where.append(f"state IN ({', '.join('?' for _ in filters.states)})")
+        params += list(filters.states)
+    if filters.receiving is not None:
+        where.append("state = 'receiving'" if filters.receiving else "state != 'receiving'")
+    if filters.device_id is not None:
+        where.append("device_id = ?")
+        params.append(filters.device_id)
+    if filters.until is not None:
+        where.append("created_at <= ?")
+        params.append(filters.until)
+    if filters.since is not None:
+        where.append("COALESCE(last_received_at, created_at) >= ?")
+        params.append(filters.since)
+    if filters.has_gaps is not None:
+        where.append(_HAS_GAPS if filters.has_gaps else f"NOT ({_HAS_GAPS})")
+    if cursor is not None:
+        created_at, recording_id = read_cursor("recordings", cursor, (str, str))
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        params += [created_at, created_at, recording_id]
+    rows = archive.database.query(
+        f"SELECT * FROM recordings WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?",
+        [*params, limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = make_cursor("recordings", rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    return [recording_summary(row) for row in rows], next_cursor
+
+
+def recording_summary(row: dict) -> dict:
+    """A recording as lists show it."""
+    known_length = row["final_index"] if row["final_index"] is not None else row["max_index"]
+    missing = (known_length + 1 - row["chunk_count"]) if known_length is not None else 0
+    return {
+        "recording_id": row["id"],
+        "device_id": row["device_id"],
+        "state": row["state"],
+        "content_type": row["content_type"],
+        "started_at": row["started_at"],
+        "created_at": row["created_at"],
+        "first_received_at": row["first_received_at"],
+        "last_received_at": row["last_received_at"],
+        "chunks_held": row["chunk_count"],
+        "final_index": row["final_index"],
+        "missing_chunks": missing,
+        "has_gaps": missing > 0,
+        "footage_size": row["footage_size"],
+        "manifest_version": row["manifest_version"],
+    }
+
+
+def recording_detail(archive: Archive, viewer: Viewer, recording_id: str) -> dict:
+    """Everything known about one recording: its summary, every chunk (sizes,
+    hashes, received and captured times), received and missing index ranges,
+    and every manifest version. Audited as `recording.viewed`. Raises
+    `NotFound`."""
+    with archive.database.snapshot() as db:
+        row = next(iter(db.query("SELECT * FROM recordings WHERE id = ? AND organisation_id = ?",
+                                 [recording_id, viewer.organisation_id])), None)
+        if row is None:
+            owned_recording(archive, recording_id, organisation_id=viewer.organisation_id)  # raises NotFound
+        chunks = list(db.query("SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id]))
+        manifests = list(db.query("SELECT version, state, sha256, created_at FROM manifests "
+                                  "WHERE recording_id = ? ORDER BY version", [recording_id]))
+    received = index_ranges(chunk["idx"] for chunk in chunks)
+    audit.record(archive, actor=viewer.actor, action="recording.viewed", recording_id=recording_id)
+    return {
+        **recording_summary(row),
+        "complete_requested_at": row["complete_requested_at"],
+        "received": received,
+        "missing": missing_ranges(received, row["final_index"]),
+        "chunks": [
+            {
+                "index": chunk["idx"],
+                "final": bool(chunk["final"]),
+                "size": chunk["size"],
+                "ciphertext_size": chunk["ciphertext_size"],
+                "sha256": chunk["sha256"],
+                "ciphertext_sha256": chunk["ciphertext_sha256"],
+                "received_at": chunk["received_at"],
+                "captured_at": chunk["captured_at"],
+                "device_signed": chunk["device_signature"] is not None,
+            }
+            for chunk in chunks
+        ],
+        "manifests": manifests,
+    }
+
+
+@dataclass(frozen=True)
+class FootageView:
+    """The footage of a recording as held when the request came: what a
+    response streams, whatever arrives meanwhile."""
+
+    recording: dict
+    rows: list[dict]
+    size: int
+
+    @property
+    def content_type(self) -> str:
+        return self.recording["content_type"]
+
+    @property
+    def etag(self) -> str:
+        # Changes whenever a chunk is added or taken out.
+        return f'"{self.recording["generation"]}-{self.size}"'
+
+
+def footage_view(archive: Archive, viewer: Viewer, recording_id: str) -> FootageView:
+    """The recording's footage layout for a viewer. Raises `NotFound`."""
+    recording, rows, size = footage.footage_layout(archive, recording_id)
+    if recording["organisation_id"] != viewer.organisation_id:
+        owned_recording(archive, recording_id, organisation_id=viewer.organisation_id)  # raises NotFound
+    return FootageView(recording, rows, size)
+
+
+def stream_footage(archive: Archive, viewer: Viewer, view: FootageView, start: int, end: int, *,
+                   partial: bool) -> Iterator[bytes]:
+    """Audit the look (`footage.streamed`, with the byte range) and return
+    the footage bytes `start..end` (inclusive), decrypted one chunk at a
+    time. The iterator raises `footage.FootageDamaged` on a damaged chunk."""
+    audit.record(archive, actor=viewer.actor, action="footage.streamed", recording_id=view.recording["id"],
+                 detail={"first_byte": start, "last_byte": end, "footage_size": view.size, "partial": partial})
+    if view.size == 0 or end < start:
+        return iter(())
+    return footage.iter_footage_range(archive, view.recording, view.rows, start, end)
+
+
+def manifest_for(archive: Archive, viewer: Viewer, recording_id: str, version: int | None, *, part: str) -> dict:
+    """A signed manifest version (`finalize.signed_manifest`), audited as
+    `manifest.downloaded` with `part` (`manifest` or `signature`). Raises
+    `NotFound` and `NotReady` as `signed_manifest` does."""
+    row = finalize.signed_manifest(archive, recording_id, version, organisation_id=viewer.organisation_id)
+    audit.record(archive, actor=viewer.actor, action="manifest.downloaded", recording_id=recording_id,
+                 detail={"version": row["version"], "part": part, "manifest_sha256": row["sha256"]})
+    return row
