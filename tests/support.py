@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import jwt as pyjwt
 import requests
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
@@ -104,6 +105,16 @@ class ServerProcess:
         assert answer.status_code == 200, answer.text
         return answer.json()["access_token"]
 
+    def forged_token(self, subject: str, role: str, *, expires_in: float, kind: str = "access", **claims) -> str:
+        """A token signed with this server's real token secret (read from its
+        keys folder), for answers a test cannot otherwise reach in its time,
+        such as an expired token."""
+        secret = base64.b64decode((self.keys_dir / "token-secret").read_bytes().strip())
+        now = int(time.time())
+        payload = {"sub": subject, "role": role, "type": kind, "fresh": False, "jti": str(uuid.uuid4()),
+                   "iat": now - 3600, "nbf": now - 3600, "exp": now + int(expires_in), **claims}
+        return pyjwt.encode(payload, secret, algorithm="HS256")
+
     def wait_for(self, condition, timeout: float = 30.0, interval: float = 0.1):
         """Poll `condition()` until it returns something truthy."""
         deadline = time.monotonic() + timeout
@@ -187,3 +198,43 @@ class Recording:
     def status(self, token: str | None = None) -> requests.Response:
         return requests.get(f"{self.phone.server.url}/v1/recordings/{self.id}/status",
                             headers={"Authorization": f"Bearer {token or self.phone.token}"})
+
+
+class Staff:
+    """A staff account: made through the CLI (with `organisation`) or over
+    the API by a custodian (`made_by`, a custodian's access token)."""
+
+    def __init__(self, server: ServerProcess, username: str, role: str, *, organisation: str = "default",
+                 made_by: str | None = None):
+        self.server, self.username, self.role = server, username, role
+        self.password = f"pw-{username}-correct-horse"
+        if made_by is None:
+            made = server.cli("create-user", username, "--role", role, "--organisation", organisation,
+                              password=self.password)
+            assert made.returncode == 0, made.stderr
+        else:
+            answer = requests.post(server.url + "/v1/staff", headers={"Authorization": f"Bearer {made_by}"},
+                                   json={"username": username, "role": role, "password": self.password})
+            assert answer.status_code == 201, answer.text
+        self.tokens = self.login()
+        self.id = self.me()["id"]
+
+    def login(self, **extra) -> dict:
+        """A new session: {"access_token", "refresh_token"}."""
+        answer = requests.post(self.server.url + "/v1/auth/login",
+                               json={"username": self.username, "password": self.password, **extra})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    @property
+    def token(self) -> str:
+        return self.tokens["access_token"]
+
+    @property
+    def auth(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def me(self) -> dict:
+        answer = requests.get(self.server.url + "/v1/auth/me", headers=self.auth)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
