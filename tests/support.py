@@ -21,6 +21,31 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from crypto.aead import encrypt_chunk, new_content_key, seal_content_key
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FPS = 25  # frames per second of the test videos
+
+
+def make_fragmented_mp4(path: Path, seconds: int) -> Path:
+    """Test pattern and tone, H.264 with a keyframe every second, fragmented
+    so that any prefix cut at a fragment boundary decodes (FIELD-NOTES.md)."""
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+         "-c:v", "libx264", "-preset", "ultrafast", "-g", str(FPS), "-keyint_min", str(FPS), "-sc_threshold", "0",
+         "-c:a", "aac", "-movflags", "frag_keyframe+empty_moov+default_base_moof", str(path)],
+        check=True,
+    )
+    return path
+
+
+def decoded_seconds(path: Path) -> float:
+    """Seconds of video that actually decode: frames counted, not the exit
+    code (ffprobe exits 0 on a truncated file)."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
+                          "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return int(out) / FPS
+
+
 
 
 def free_port() -> int:

@@ -11,30 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-FPS = 25
-
-
-def make_fragmented_mp4(path: Path, seconds: int) -> Path:
-    """Test pattern and tone, H.264 with a keyframe every second, fragmented
-    so that any prefix cut at a fragment boundary decodes (FIELD-NOTES.md)."""
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
-         "-c:v", "libx264", "-preset", "ultrafast", "-g", str(FPS), "-keyint_min", str(FPS), "-sc_threshold", "0",
-         "-c:a", "aac", "-movflags", "frag_keyframe+empty_moov+default_base_moof", str(path)],
-        check=True,
-    )
-    return path
-
-
-def decoded_seconds(path: Path) -> float:
-    """Seconds of video that actually decode: frames counted, not the exit
-    code (ffprobe exits 0 on a truncated file)."""
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
-                          "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    return int(out) / FPS
-
+from tests.support import decoded_seconds, make_fragmented_mp4
 
 def witness_record(*args: str, timeout: float) -> subprocess.CompletedProcess:
     script = Path(sys.executable).with_name("witness-record")
