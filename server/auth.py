@@ -82,7 +82,7 @@ def require_role(*roles: str, refresh: bool = False, either_token: bool = False,
             if role != DEVICE and not during_totp_setup and logins.second_factor_setup_required(archive(), account):
                 return error_response(403, "totp_setup_required",
                                       "This server requires custodians to use a second factor: set one up with "
-                                      "POST /v1/auth/totp and POST /v1/auth/totp/confirm, then log in again.")
+                                      "POST /v1/auth/totp and POST /v1/auth/totp/confirm; this session goes on once it is on.")
             return view(*args, **kwargs)
 
         return wrapper
