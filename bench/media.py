@@ -615,7 +615,7 @@ def drained_download(target: Target, size: int, fd: int, rng: random.Random, tim
     return {
         "seconds": answer.seconds, "mb_per_s": answer.received / answer.seconds / 1e6,
         "worker_cpu_s": proc_cpu(target.pid) - worker_cpu, "client_cpu_s": time.thread_time() - client_cpu,
-        "spot_bytes": sink.checked, "problem": problem,
+        "spot_bytes": sink.checked, "problem": problem, "rss_after_kib": proc_status(target.pid).get("VmRSS"),
     }
 
 
@@ -1021,6 +1021,11 @@ def markdown(out: dict, meta: dict) -> str:
         lines.append("")
         lines.append(f"Median of the per-pair ratios (witness ÷ send_file, one ABBA pair each): "
                      f"{fmt(out['pair_ratio_median'], 2)}.")
+    for name, phases in (("witness", w), ("send_file", s)):
+        after = [r.get("rss_after_kib") for r in phases.get("throughput", {}).get("runs", [])]
+        if after and None not in after:
+            lines.append(f"{name} worker RSS after each throughput download, MiB: "
+                         + ", ".join(mib(a) for a in after) + ".  ")
     mach = out.get("machine")
     if mach:
         lines.append(f"During the throughput downloads: machine {fmt(mach['busy_pct'])} % busy, steal "
