@@ -7,6 +7,8 @@ answer the server gives while a test runs (those sent by `tests.support`
 helpers included) is checked against the document: the status must be one it
 lists for that operation, a JSON body must validate against the schema it
 gives for that status, and documented required headers must be present.
+Each flow also names the (operation, status) answers it must have met
+(`FLOWS`), and together the flows cover every operation of the document.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from crypto.signing import public_key_pem, sign_chunk
-from tests.support import Phone, Recording, b64url, content_digest
+from crypto.totp import current_code
+from tests.support import Phone, Recording, ServerProcess, Staff, b64url, content_digest
 
 DOCUMENT_URI = "urn:witness:openapi.json"
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -112,6 +115,11 @@ class Conformance:
     def documented_operations(self) -> set[tuple[str, str]]:
         return {(method, template) for method, template, _, _ in self.operations}
 
+    def seen_operations(self) -> set[tuple[str, int]]:
+        """(operationId, status) of every answer checked so far."""
+        ids = {(method, template): op["operationId"] for method, template, _, op in self.operations}
+        return {(ids[(method, template)], status) for method, template, status in self.seen}
+
 
 def _media_matches(actual: str, documented: str) -> bool:
     kind, _, sub = documented.partition("/")
@@ -126,21 +134,39 @@ def document(server) -> dict:
     return answer.json()
 
 
-@pytest.fixture
-def conformance(server, document, monkeypatch) -> Conformance:
-    """Every answer from `server` during the test is checked, including
-    answers to requests that `tests.support` helpers make themselves."""
-    checker = Conformance(document, server.url)
+def _check_every_answer(checker: Conformance, monkeypatch) -> Conformance:
     original_send = requests.Session.send
 
     def send(session, prepared, **kwargs):
         response = original_send(session, prepared, **kwargs)
-        if prepared.url.startswith(server.url + "/"):
+        if prepared.url.startswith(checker.base_url + "/"):
             checker.check(response)
         return response
 
     monkeypatch.setattr(requests.Session, "send", send)
     return checker
+
+
+@pytest.fixture
+def conformance(server, document, monkeypatch) -> Conformance:
+    """Every answer from `server` during the test is checked, including
+    answers to requests that `tests.support` helpers make themselves."""
+    return _check_every_answer(Conformance(document, server.url), monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory):
+    """A server whose operator requires custodians to have a second factor."""
+    process = ServerProcess(tmp_path_factory.mktemp("strict-server"), workers=1,
+                            WITNESS_REQUIRE_CUSTODIAN_TOTP="true").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def strict_conformance(strict_server, document, monkeypatch) -> Conformance:
+    """As `conformance`, for `strict_server` (it serves the same document)."""
+    return _check_every_answer(Conformance(document, strict_server.url), monkeypatch)
 
 
 def bearer(token: str) -> dict:
@@ -169,6 +195,56 @@ def wait_for_state(server, recording: Recording, token: str, state: str) -> dict
         return status if status["state"] == state and status["manifest_version"] else None
 
     return server.wait_for(finalized, timeout=30)
+
+
+# What each flow below must have been answered, as (operationId, status).
+# Together the flows cover every operation and every success status of the
+# document (test_the_flows_cover_every_operation); each flow checks its own
+# set, so the coverage does not depend on which tests run or in what order.
+FLOWS: dict[str, set[tuple[str, int]]] = {
+    "recording": {
+        ("getServerKeys", 200), ("getOpenApiDocument", 200), ("login", 200), ("login", 401),
+        ("refreshAccessToken", 200), ("registerDevice", 201), ("createRecording", 201), ("createRecording", 200),
+        ("createRecording", 409), ("putChunk", 201), ("putChunk", 200), ("putChunk", 400), ("putChunk", 404),
+        ("putChunk", 409), ("putChunk", 413), ("putChunk", 422), ("getRecordingStatus", 200),
+        ("getRecordingStatus", 404), ("completeRecording", 202), ("getManifest", 200), ("getManifest", 403),
+        ("getManifest", 404), ("getManifestSignature", 200), ("getManifestSignature", 400), ("getFootage", 200),
+        ("getFootage", 206), ("getFootage", 403), ("getFootage", 416),
+    },
+    "retrieval": {
+        ("listRecordings", 200), ("listRecordings", 400), ("listRecordings", 401), ("listRecordings", 403),
+        ("getRecording", 200), ("getRecording", 400), ("getRecording", 403), ("getRecording", 404),
+    },
+    "account": {
+        ("getCurrentAccount", 200), ("getCurrentAccount", 401), ("getCurrentAccount", 403), ("logout", 204),
+        ("logout", 401), ("logout", 403), ("refreshAccessToken", 401), ("changePassword", 204),
+        ("changePassword", 400), ("changePassword", 401), ("startTotpSetup", 200), ("startTotpSetup", 409),
+        ("confirmTotp", 200), ("confirmTotp", 400), ("confirmTotp", 409), ("login", 200), ("login", 401),
+    },
+    "lockout": {("login", 401), ("login", 429)},
+    "organisation": {
+        ("listStaff", 200), ("listStaff", 401), ("listStaff", 403), ("createStaff", 201), ("createStaff", 400),
+        ("getStaff", 200), ("getStaff", 400), ("getStaff", 404), ("updateStaff", 200), ("updateStaff", 400),
+        ("updateStaff", 403), ("updateStaff", 404), ("listDevices", 200), ("listDevices", 400),
+        ("listDevices", 403), ("getDevice", 200), ("getDevice", 400), ("getDevice", 404), ("revokeDevice", 200),
+        ("revokeDevice", 400), ("revokeDevice", 404), ("listEnrollmentCodes", 200), ("listEnrollmentCodes", 403),
+        ("createEnrollmentCode", 201), ("createEnrollmentCode", 400), ("revokeEnrollmentCode", 200),
+        ("revokeEnrollmentCode", 404), ("registerDevice", 403), ("listAuditEntries", 200),
+        ("listAuditEntries", 400), ("listAuditEntries", 401), ("listAuditEntries", 403), ("getRecording", 404),
+        ("getRecordingStatus", 401), ("getRecordingStatus", 404),
+    },
+    "second factor": {
+        ("getCurrentAccount", 200), ("startTotpSetup", 200), ("confirmTotp", 200), ("listStaff", 403),
+        ("listStaff", 200), ("listRecordings", 403), ("getRecording", 403), ("getRecordingStatus", 403),
+        ("getManifest", 403), ("getManifestSignature", 403), ("getFootage", 403), ("listAuditEntries", 403),
+        ("logout", 204),
+    },
+}
+
+
+def assert_flow_seen(conformance: Conformance, flow: str) -> None:
+    missing = FLOWS[flow] - conformance.seen_operations()
+    assert missing == set(), f"the {flow} flow never got these answers: {sorted(missing)}"
 
 
 # -- the document itself --------------------------------------------------
@@ -231,6 +307,18 @@ def test_every_route_is_documented_and_every_operation_exists(document, make_app
             if secured:
                 assert "401" in operation["responses"], f"{method} {path} needs a token but lists no 401"
             assert "500" in operation["responses"], f"{method} {path}"
+
+
+def test_the_flows_cover_every_operation(document):
+    operations = {op["operationId"]: op for item in document["paths"].values()
+                  for method, op in item.items() if method in HTTP_METHODS}
+    wanted = set().union(*FLOWS.values())
+    for operation_id, status in wanted:
+        assert str(status) in operations[operation_id]["responses"], (operation_id, status)
+    assert set(operations) - {operation_id for operation_id, _ in wanted} == set(), "operations no flow exercises"
+    successes = {(operation_id, int(status)) for operation_id, op in operations.items()
+                 for status in op["responses"] if status.startswith("2")}
+    assert successes - wanted == set(), "success answers no flow exercises"
 
 
 def test_a_renamed_field_or_a_missing_status_fails_the_check(server, document):
@@ -389,11 +477,7 @@ def test_a_whole_recording_flow_matches_the_document(server, conformance):
     device_media = requests.get(media_url, headers=phone.auth)
     assert (device_media.status_code, error_of(device_media)) == (403, "forbidden")
 
-    # Every operation of the document was exercised by this flow.
-    exercised = {(method, template) for method, template, _ in conformance.seen}
-    assert conformance.documented_operations() - exercised == set()
-    wanted = {201, 200, 202, 206, 400, 403, 404, 409, 413, 416, 422, 401}
-    assert wanted - {status for _, _, status in conformance.seen} == set()
+    assert_flow_seen(conformance, "recording")
 
 
 def test_late_chunks_and_an_empty_final_chunk_match_the_document(server, conformance):
@@ -535,3 +619,391 @@ def test_device_signatures_match_the_document(server, conformance):
     assert (forged.status_code, error_of(forged)) == (422, "bad_device_signature")
     signature = b64url(sign_chunk(key, recording.id, 0, hashlib.sha256(chunk).hexdigest()))
     assert recording.put(0, chunk, headers={"Witness-Device-Signature": signature}).status_code == 201
+
+
+# -- staff retrieval, own accounts, custodians, audit ----------------------
+
+def test_finding_and_reading_recordings_matches_the_document(server, conformance):
+    url = server.url
+    observer = Staff(server, "find-observer", "observer")
+    phone = Phone(server)
+    gapped = phone.create_recording()
+    assert gapped.put(0, gapped.chunk(0)).status_code == 201
+    captured = {"Witness-Captured-At": "2026-11-21T15:03:07.123+01:00"}
+    assert gapped.put(2, gapped.chunk(2), headers=captured).status_code == 201
+    whole = phone.create_recording()
+    piece = b"the whole recording"
+    assert whole.put(0, whole.chunk(0, piece, final=True), final=True).status_code == 201
+    empty = phone.create_recording()
+    wait_for_state(server, whole, phone.token, "complete")
+    everything = {gapped.id, whole.id, empty.id}
+
+    def listed(**params) -> list[dict]:
+        answer = requests.get(url + "/v1/recordings", params={"device_id": phone.device_id, **params},
+                              headers=observer.auth)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["next_cursor"] is None
+        return answer.json()["recordings"]
+
+    def ids(**params) -> set[str]:
+        return {summary["recording_id"] for summary in listed(**params)}
+
+    # Newest first, one page at a time.
+    pages, cursor = [], None
+    while True:
+        answer = requests.get(url + "/v1/recordings", headers=observer.auth,
+                              params={"device_id": phone.device_id, "limit": 1,
+                                      **({"cursor": cursor} if cursor else {})})
+        assert answer.status_code == 200 and len(answer.json()["recordings"]) == 1
+        pages += answer.json()["recordings"]
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert {summary["recording_id"] for summary in pages} == everything and len(pages) == 3
+    assert pages == sorted(pages, key=lambda s: (s["created_at"], s["recording_id"]), reverse=True)
+    summaries = {summary["recording_id"]: summary for summary in listed()}
+    assert summaries[gapped.id]["chunks_held"] == 2 and summaries[gapped.id]["missing_chunks"] == 1
+    assert summaries[gapped.id]["has_gaps"] is True and summaries[gapped.id]["final_index"] is None
+    assert summaries[whole.id]["state"] == "complete" and summaries[whole.id]["final_index"] == 0
+    assert summaries[whole.id]["footage_size"] == len(piece) and summaries[whole.id]["manifest_version"] == 1
+    assert summaries[empty.id]["chunks_held"] == 0 and summaries[empty.id]["has_gaps"] is False
+
+    # Filters.
+    assert ids(has_gaps="true") == {gapped.id} and ids(has_gaps="0") == {whole.id, empty.id}
+    assert ids(state="complete") == {whole.id}
+    assert whole.id in ids(state="receiving,complete") <= everything
+    assert whole.id in ids(receiving="false") and whole.id not in ids(receiving="true")
+    assert ids(**{"from": "2999-01-01T00:00:00Z"}) == set() and ids(to="2000-01-01T00:00:00Z") == set()
+    assert ids(**{"from": "2000-01-01T00:00:00+01:00", "to": "2999-01-01T00:00:00Z"}) == everything
+    stranger = Phone(server)
+    assert ids(device_id=stranger.device_id) == set()
+
+    foreign_cursor = b64url(json.dumps(["devices", "2026-11-21T14:03:07.123Z", str(uuid.uuid4())]).encode())
+    for params, code in [
+        ({"cursor": "not a cursor"}, "invalid_cursor"), ({"cursor": foreign_cursor}, "invalid_cursor"),
+        ({"limit": "0"}, "invalid_limit"), ({"limit": "201"}, "invalid_limit"),
+        ({"state": "lost"}, "invalid_state"), ({"device_id": phone.device_id.upper()}, "invalid_device_id"),
+        ({"from": "yesterday"}, "invalid_from"), ({"to": "2026-11-21T14:03:07"}, "invalid_to"),
+        ({"has_gaps": "yes"}, "invalid_has_gaps"), ({"receiving": "maybe"}, "invalid_receiving"),
+    ]:
+        refused = requests.get(url + "/v1/recordings", params=params, headers=observer.auth)
+        assert (refused.status_code, error_of(refused)) == (400, code), params
+    device_list = requests.get(url + "/v1/recordings", headers=phone.auth)
+    assert (device_list.status_code, error_of(device_list)) == (403, "forbidden")
+    anonymous = requests.get(url + "/v1/recordings")
+    assert (anonymous.status_code, error_of(anonymous)) == (401, "unauthorized")
+
+    # One recording in detail.
+    detail = requests.get(f"{url}/v1/recordings/{gapped.id}", headers=observer.auth)
+    assert detail.status_code == 200
+    fields = detail.json()
+    assert fields["received"] == [[0, 0], [2, 2]] and fields["missing"] == [[1, 1]]
+    assert [chunk["index"] for chunk in fields["chunks"]] == [0, 2]
+    assert fields["chunks"][1]["captured_at"] == "2026-11-21T14:03:07.123Z"
+    assert fields["chunks"][0]["captured_at"] is None and fields["chunks"][0]["device_signed"] is False
+    assert fields["complete_requested_at"] is None
+    whole_detail = requests.get(f"{url}/v1/recordings/{whole.id}", headers=observer.auth).json()
+    manifest = requests.get(f"{url}/v1/recordings/{whole.id}/manifest", headers=observer.auth)
+    assert [(m["version"], m["state"]) for m in whole_detail["manifests"]] == [(1, "complete")]
+    assert whole_detail["manifests"][0]["sha256"] == hashlib.sha256(manifest.content).hexdigest()
+    assert whole_detail["chunks"][0]["final"] is True and whole_detail["chunks"][0]["size"] == len(piece)
+
+    unknown = requests.get(f"{url}/v1/recordings/{uuid.uuid4()}", headers=observer.auth)
+    assert (unknown.status_code, error_of(unknown)) == (404, "not_found")
+    malformed = requests.get(f"{url}/v1/recordings/{gapped.id.upper()}", headers=observer.auth)
+    assert (malformed.status_code, error_of(malformed)) == (400, "invalid_recording_id")
+    device_detail = requests.get(f"{url}/v1/recordings/{gapped.id}", headers=phone.auth)
+    assert (device_detail.status_code, error_of(device_detail)) == (403, "forbidden")
+    assert_flow_seen(conformance, "retrieval")
+
+
+def _wrong_totp_code(secret: bytes) -> str:
+    """Six digits no step near now accepts."""
+    near = {current_code(secret, time.time() + drift) for drift in range(-90, 91, 30)}
+    return next(code for code in (f"{n}" * 6 for n in range(10)) if code not in near)
+
+
+def test_own_account_operations_match_the_document(server, conformance):
+    url = server.url
+    lawyer = Staff(server, "self-lawyer", "lawyer")
+    phone = Phone(server)
+    me = requests.get(url + "/v1/auth/me", headers=lawyer.auth)
+    assert me.status_code == 200
+    assert me.json()["username"] == "self-lawyer" and me.json()["role"] == "lawyer"
+    assert me.json()["organisation"]["slug"] == "default" and me.json()["totp_setup_required"] is False
+    assert me.json()["totp_enabled"] is False and me.json()["disabled"] is False
+    device_me = requests.get(url + "/v1/auth/me", headers=phone.auth)
+    assert (device_me.status_code, error_of(device_me)) == (403, "forbidden")
+    anonymous_me = requests.get(url + "/v1/auth/me")
+    assert (anonymous_me.status_code, error_of(anonymous_me)) == (401, "unauthorized")
+
+    # Logging out (with either token) ends that session, not the others.
+    second = lawyer.login()
+    out = requests.post(url + "/v1/auth/logout", headers=bearer(second["refresh_token"]))
+    assert out.status_code == 204 and out.content == b""
+    for ended in (requests.post(url + "/v1/auth/refresh", headers=bearer(second["refresh_token"])),
+                  requests.get(url + "/v1/auth/me", headers=bearer(second["access_token"]))):
+        assert (ended.status_code, error_of(ended)) == (401, "token_revoked")
+    assert requests.get(url + "/v1/auth/me", headers=lawyer.auth).status_code == 200
+    assert requests.post(url + "/v1/auth/logout", headers=lawyer.auth).status_code == 204
+    twice = requests.post(url + "/v1/auth/logout", headers=lawyer.auth)
+    assert (twice.status_code, error_of(twice)) == (401, "token_revoked")
+    device_logout = requests.post(url + "/v1/auth/logout", headers=phone.auth)
+    assert (device_logout.status_code, error_of(device_logout)) == (403, "forbidden")
+
+    # A new password needs the current one and ends every session.
+    session = lawyer.login()
+    password_url = url + "/v1/auth/password"
+    new_password = "a brand new lawyer passphrase"
+    wrong_current = requests.post(password_url, headers=bearer(session["access_token"]),
+                                  json={"current_password": "not my password", "new_password": new_password})
+    assert (wrong_current.status_code, error_of(wrong_current)) == (401, "bad_credentials")
+    weak = requests.post(password_url, headers=bearer(session["access_token"]),
+                         json={"current_password": lawyer.password, "new_password": "too short"})
+    assert (weak.status_code, error_of(weak)) == (400, "weak_password")
+    not_json = requests.post(password_url, headers=bearer(session["access_token"]), data="current=x")
+    assert (not_json.status_code, error_of(not_json)) == (400, "invalid_body")
+    changed = requests.post(password_url, headers=bearer(session["access_token"]),
+                            json={"current_password": lawyer.password, "new_password": new_password})
+    assert changed.status_code == 204 and changed.content == b""
+    stale = requests.get(url + "/v1/auth/me", headers=bearer(session["access_token"]))
+    assert (stale.status_code, error_of(stale)) == (401, "token_revoked")
+    old = requests.post(url + "/v1/auth/login", json={"username": "self-lawyer", "password": lawyer.password})
+    assert (old.status_code, error_of(old)) == (401, "bad_credentials")
+    lawyer.password = new_password
+    session = lawyer.login()
+    headers = bearer(session["access_token"])
+
+    # A second factor: a secret, a wrong code, the right one, then logins need it.
+    setup = requests.post(url + "/v1/auth/totp", headers=headers)
+    assert setup.status_code == 200 and setup.json()["otpauth_uri"].startswith("otpauth://totp/")
+    encoded = setup.json()["secret"]
+    secret = base64.b32decode(encoded + "=" * (-len(encoded) % 8))
+    wrong_code = _wrong_totp_code(secret)
+    confirm_url = url + "/v1/auth/totp/confirm"
+    mistaken = requests.post(confirm_url, headers=headers, json={"code": wrong_code})
+    assert (mistaken.status_code, error_of(mistaken)) == (400, "invalid_totp_code")
+    no_body = requests.post(confirm_url, headers=headers)
+    assert (no_body.status_code, error_of(no_body)) == (400, "invalid_body")
+    confirmed = requests.post(confirm_url, headers=headers, json={"code": current_code(secret, time.time())})
+    assert confirmed.status_code == 200 and confirmed.json() == {"totp_enabled": True}
+    for already in (requests.post(confirm_url, headers=headers, json={"code": current_code(secret, time.time())}),
+                    requests.post(url + "/v1/auth/totp", headers=headers)):
+        assert (already.status_code, error_of(already)) == (409, "totp_already_enabled")
+    assert requests.get(url + "/v1/auth/me", headers=headers).json()["totp_enabled"] is True
+
+    credentials = {"username": "self-lawyer", "password": new_password}
+    without_code = requests.post(url + "/v1/auth/login", json=credentials)
+    assert (without_code.status_code, error_of(without_code)) == (401, "totp_required")
+    wrong_login = requests.post(url + "/v1/auth/login", json={**credentials, "totp": wrong_code})
+    assert (wrong_login.status_code, error_of(wrong_login)) == (401, "bad_credentials")
+    # The confirming code's step is used up (no replays): the next step's code.
+    logged_in = requests.post(url + "/v1/auth/login",
+                              json={**credentials, "totp": current_code(secret, time.time() + 30)})
+    assert logged_in.status_code == 200 and set(logged_in.json()) == {"access_token", "refresh_token"}
+    assert_flow_seen(conformance, "account")
+
+
+def test_login_lockout_matches_the_document(server, conformance):
+    password = "the locked observer's password"
+    assert server.cli("create-user", "locked-observer", "--role", "observer", password=password).returncode == 0
+    for _ in range(5):  # the server fixture's WITNESS_LOGIN_MAX_FAILURES default
+        failed = requests.post(server.url + "/v1/auth/login",
+                               json={"username": "locked-observer", "password": "not the password"})
+        assert (failed.status_code, error_of(failed)) == (401, "bad_credentials")
+    locked = requests.post(server.url + "/v1/auth/login", json={"username": "locked-observer", "password": password})
+    assert (locked.status_code, error_of(locked)) == (429, "too_many_attempts")
+    assert 0 < int(locked.headers["Retry-After"]) <= 900
+    assert_flow_seen(conformance, "lockout")
+
+
+def test_running_an_organisation_matches_the_document(server, conformance):
+    url = server.url
+    custodian = Staff(server, "org-custodian", "custodian")
+    observer = Staff(server, "org-observer", "observer")
+    phone = Phone(server)
+    recording = phone.create_recording()
+    assert recording.put(0, recording.chunk(0)).status_code == 201
+
+    def get(path: str, **params) -> requests.Response:
+        return requests.get(url + path, params=params, headers=custodian.auth)
+
+    def post(path: str, headers: dict | None = None, **kwargs) -> requests.Response:
+        return requests.post(url + path, headers={**custodian.auth, **(headers or {})}, **kwargs)
+
+    def patch(path: str, body) -> requests.Response:
+        return requests.patch(url + path, json=body, headers=custodian.auth)
+
+    def refused(response: requests.Response, status: int, code: str) -> None:
+        assert (response.status_code, error_of(response)) == (status, code), response.request.url
+
+    # Custodians only.
+    for path in ("/v1/staff", "/v1/devices", "/v1/enrollment-codes", "/v1/audit"):
+        refused(requests.get(url + path, headers=observer.auth), 403, "forbidden")
+    refused(requests.get(url + "/v1/staff", headers=phone.auth), 403, "forbidden")
+    refused(requests.get(url + "/v1/staff"), 401, "unauthorized")
+    refused(requests.get(url + "/v1/audit"), 401, "unauthorized")
+
+    # People.
+    listed = get("/v1/staff")
+    assert listed.status_code == 200
+    assert {"org-custodian", "org-observer"} <= {account["username"] for account in listed.json()["staff"]}
+    new = {"username": "org-made-lawyer", "role": "lawyer", "password": "the made lawyer's password"}
+    made = post("/v1/staff", json=new)
+    assert made.status_code == 201
+    account = made.json()
+    assert (account["username"], account["role"], account["disabled"], account["totp_enabled"]) == \
+        ("org-made-lawyer", "lawyer", False, False)
+    assert account["organisation_id"] == custodian.me()["organisation"]["id"]
+    for body, code in [
+        (new, "username_taken"), ({**new, "username": "Not Valid"}, "invalid_username"),
+        ({**new, "username": "org-made-2", "role": "boss"}, "invalid_role"),
+        ({**new, "username": "org-made-2", "password": "short"}, "weak_password"),
+    ]:
+        refused(post("/v1/staff", json=body), 400, code)
+    refused(post("/v1/staff", data="[]", headers={"Content-Type": "application/json"}), 400, "invalid_body")
+    account_path = f"/v1/staff/{account['id']}"
+    assert get(account_path).json() == account
+    refused(get("/v1/staff/0"), 400, "invalid_staff_id")
+    refused(get("/v1/staff/abc"), 400, "invalid_staff_id")
+    refused(get("/v1/staff/999999999999"), 404, "not_found")
+
+    made_session = requests.post(url + "/v1/auth/login", json={"username": new["username"],
+                                                               "password": new["password"]}).json()
+    demoted = patch(account_path, {"role": "observer"})
+    assert demoted.status_code == 200 and demoted.json()["role"] == "observer"
+    refused(requests.get(url + "/v1/auth/me", headers=bearer(made_session["access_token"])), 401, "token_revoked")
+    disabled = patch(account_path, {"disabled": True})
+    assert disabled.status_code == 200 and disabled.json()["disabled"] is True and disabled.json()["disabled_at"]
+    refused(requests.post(url + "/v1/auth/login", json={"username": new["username"], "password": new["password"]}),
+            401, "bad_credentials")
+    enabled = patch(account_path, {"disabled": False})
+    assert enabled.json()["disabled"] is False and enabled.json()["disabled_at"] is None
+    reset = patch(account_path, {"password": "a password set by the custodian", "reset_totp": True})
+    assert reset.status_code == 200 and reset.json()["totp_enabled"] is False
+    for body, code in [
+        ({}, "invalid_body"), ({"nickname": "x"}, "invalid_field"), ({"disabled": "yes"}, "invalid_disabled"),
+        ({"reset_totp": 1}, "invalid_reset_totp"), ({"role": "boss"}, "invalid_role"),
+        ({"password": "short"}, "weak_password"),
+    ]:
+        refused(patch(account_path, body), 400, code)
+    refused(patch("/v1/staff/abc", {"disabled": True}), 400, "invalid_staff_id")
+    refused(patch("/v1/staff/999999999999", {"disabled": True}), 404, "not_found")
+    own_path = f"/v1/staff/{custodian.id}"
+    refused(patch(own_path, {"disabled": True}), 403, "forbidden")
+    refused(patch(own_path, {"role": "observer"}), 403, "forbidden")
+    assert custodian.me()["role"] == "custodian"
+
+    # Devices.
+    newer = Phone(server)
+    first_page = get("/v1/devices", limit=1)
+    assert first_page.status_code == 200 and len(first_page.json()["devices"]) == 1
+    second_page = get("/v1/devices", limit=1, cursor=first_page.json()["next_cursor"])
+    assert second_page.status_code == 200
+    assert second_page.json()["devices"][0]["created_at"] <= first_page.json()["devices"][0]["created_at"]
+    assert second_page.json()["devices"] != first_page.json()["devices"]
+    refused(get("/v1/devices", cursor="garbage"), 400, "invalid_cursor")
+    refused(get("/v1/devices", limit="201"), 400, "invalid_limit")
+    device = get(f"/v1/devices/{phone.device_id}")
+    assert device.status_code == 200
+    assert (device.json()["recordings"], device.json()["revoked_at"], device.json()["signs_chunks"]) == (1, None, False)
+    assert device.json()["last_received_at"] is not None
+    refused(get(f"/v1/devices/{uuid.uuid4()}"), 404, "not_found")
+    refused(get("/v1/devices/NOT-A-UUID"), 400, "invalid_device_id")
+    revoked = post(f"/v1/devices/{phone.device_id}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    assert revoked.json()["revoked_by"] == "staff:org-custodian"
+    assert post(f"/v1/devices/{phone.device_id}/revoke").json() == revoked.json()
+    refused(recording.status(), 401, "token_revoked")
+    assert newer.create_recording().status(newer.token).status_code == 200
+    refused(post(f"/v1/devices/{uuid.uuid4()}/revoke"), 404, "not_found")
+    refused(post("/v1/devices/abc/revoke"), 400, "invalid_device_id")
+
+    # Enrollment codes.
+    created = post("/v1/enrollment-codes", json={"note": "spring march"})
+    assert created.status_code == 201
+    code = created.json()
+    assert (code["note"], code["devices"], code["revoked_at"], code["created_by"]) == \
+        ("spring march", 0, None, "staff:org-custodian")
+    refused(post("/v1/enrollment-codes", json={"note": "x" * 201}), 400, "invalid_note")
+    refused(post("/v1/enrollment-codes", json={"note": 5}), 400, "invalid_note")
+    refused(post("/v1/enrollment-codes"), 400, "invalid_body")
+    Phone(server, enrollment_code=code["code"])
+    codes = get("/v1/enrollment-codes")
+    assert codes.status_code == 200
+    assert [c["devices"] for c in codes.json()["enrollment_codes"] if c["code"] == code["code"]] == [1]
+    code_revoked = post(f"/v1/enrollment-codes/{code['code']}/revoke")
+    assert code_revoked.status_code == 200 and code_revoked.json()["revoked_at"]
+    assert post(f"/v1/enrollment-codes/{code['code']}/revoke").json() == code_revoked.json()
+    refused(requests.post(url + "/v1/devices", json={"enrollment_code": code["code"]}), 403, "enrollment_refused")
+    refused(post("/v1/enrollment-codes/no-such-code/revoke"), 404, "not_found")
+
+    # The audit log.
+    assert get(f"/v1/recordings/{recording.id}").status_code == 200
+    custody = get("/v1/audit", recording_id=recording.id, order="asc")
+    assert custody.status_code == 200
+    entries = custody.json()["entries"]
+    assert {e["recording_id"] for e in entries} == {recording.id}
+    assert [e["action"] for e in entries][:2] == ["recording.created", "chunk.received"]
+    assert [e["actor"] for e in entries if e["action"] == "recording.viewed"] == ["staff:org-custodian"]
+    assert [e["recording_prev_sha256"] for e in entries] == ["0" * 64] + [e["sha256"] for e in entries[:-1]]
+    revocations = get("/v1/audit", action="device.revoked", actor="staff:org-custodian")
+    assert [e["detail"] for e in revocations.json()["entries"]] == [{"device_id": phone.device_id}]
+    mine = get("/v1/audit", actor="staff:org-custodian", order="asc", limit=2)
+    assert len(mine.json()["entries"]) == 2 and mine.json()["next_cursor"]
+    more = get("/v1/audit", actor="staff:org-custodian", order="asc", limit=2, cursor=mine.json()["next_cursor"])
+    assert more.status_code == 200 and more.json()["entries"][0]["id"] > mine.json()["entries"][-1]["id"]
+    refused(get("/v1/audit", actor="staff:org-custodian", cursor=mine.json()["next_cursor"]), 400, "invalid_cursor")
+    assert get("/v1/audit", **{"from": "2999-01-01T00:00:00Z"}).json() == {"entries": [], "next_cursor": None}
+    assert get("/v1/audit", to="2000-01-01T00:00:00Z").json()["entries"] == []
+    for params, code in [
+        ({"order": "sideways"}, "invalid_order"), ({"limit": "501"}, "invalid_limit"), ({"limit": "0"}, "invalid_limit"),
+        ({"recording_id": "abc"}, "invalid_recording_id"), ({"actor": ""}, "invalid_actor"),
+        ({"action": "x" * 201}, "invalid_action"), ({"from": "yesterday"}, "invalid_from"),
+        ({"to": "noon"}, "invalid_to"), ({"cursor": "garbage"}, "invalid_cursor"),
+    ]:
+        refused(get("/v1/audit", **params), 400, code)
+
+    # Another organisation's things answer 404 and are left out of lists.
+    assert server.cli("create-organisation", "openapi-other", "--name", "Another organisation").returncode == 0
+    stranger = Staff(server, "other-org-custodian", "custodian", organisation="openapi-other")
+    their_code = requests.post(url + "/v1/enrollment-codes", json={}, headers=stranger.auth).json()["code"]
+    their_phone = Phone(server, enrollment_code=their_code)
+    theirs = their_phone.create_recording()
+    for path in (f"/v1/recordings/{theirs.id}", f"/v1/recordings/{theirs.id}/status",
+                 f"/v1/devices/{their_phone.device_id}", f"/v1/staff/{stranger.id}"):
+        refused(get(path), 404, "not_found")
+    for path in (f"/v1/devices/{their_phone.device_id}/revoke", f"/v1/enrollment-codes/{their_code}/revoke"):
+        refused(post(path), 404, "not_found")
+    refused(patch(f"/v1/staff/{stranger.id}", {"disabled": True}), 404, "not_found")
+    assert get("/v1/recordings", device_id=their_phone.device_id).json()["recordings"] == []
+    assert get("/v1/audit", recording_id=theirs.id).json()["entries"] == []
+    their_staff = requests.get(url + "/v1/staff", headers=stranger.auth).json()["staff"]
+    assert [a["username"] for a in their_staff] == ["other-org-custodian"]
+    assert their_phone.device_id not in {d["device_id"] for d in get("/v1/devices", limit=200).json()["devices"]}
+    assert_flow_seen(conformance, "organisation")
+
+
+def test_a_required_second_factor_matches_the_document(strict_server, strict_conformance):
+    url = strict_server.url
+    custodian = Staff(strict_server, "strict-custodian", "custodian")  # logging in and /me still answer
+    assert custodian.me()["totp_setup_required"] is True
+    phone = Phone(strict_server)
+    recording = phone.create_recording()
+    for path in ("/v1/staff", "/v1/recordings", "/v1/audit", f"/v1/recordings/{recording.id}",
+                 f"/v1/recordings/{recording.id}/status", f"/v1/recordings/{recording.id}/manifest",
+                 f"/v1/recordings/{recording.id}/manifest.sig", f"/v1/recordings/{recording.id}/media"):
+        blocked = requests.get(url + path, headers=custodian.auth)
+        assert (blocked.status_code, error_of(blocked)) == (403, "totp_setup_required"), path
+
+    setup = requests.post(url + "/v1/auth/totp", headers=custodian.auth)
+    assert setup.status_code == 200
+    secret = base64.b32decode(setup.json()["secret"] + "=" * (-len(setup.json()["secret"]) % 8))
+    confirmed = requests.post(url + "/v1/auth/totp/confirm", headers=custodian.auth,
+                              json={"code": current_code(secret, time.time())})
+    assert confirmed.status_code == 200
+    # The same session goes on, now with the whole API.
+    assert custodian.me()["totp_setup_required"] is False
+    assert requests.get(url + "/v1/staff", headers=custodian.auth).status_code == 200
+    assert requests.post(url + "/v1/auth/logout", headers=custodian.auth).status_code == 204
+    assert_flow_seen(strict_conformance, "second factor")
