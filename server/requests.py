@@ -29,7 +29,26 @@ def json_body() -> dict:
         body = None
     if not isinstance(body, dict):
         raise InvalidInput("invalid_body", "The body must be a JSON object.")
+    if not _is_unicode_text(body):
+        raise InvalidInput("invalid_body", "The body holds a \\u escape that is not Unicode text (a lone "
+                                           "surrogate); send valid UTF-8.")
     return body
+
+
+def _is_unicode_text(value) -> bool:
+    # JSON may spell lone surrogates ("\ud800"), which are not text: they
+    # cannot be encoded to UTF-8 for the records or hashed as passwords.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_is_unicode_text(k) and _is_unicode_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_is_unicode_text(item) for item in value)
+    return True
 
 
 def has_body() -> bool:

@@ -32,6 +32,7 @@ from .accounts import MAX_PASSWORD_BYTES, check_new_password, hash_password, pas
 from .archive import Archive
 from .errors import (
     BadCredentials,
+    InvalidInput,
     SecondFactorAlreadyOn,
     SecondFactorRequired,
     TooManyAttempts,
@@ -111,6 +112,11 @@ def _refuse_if_locked(archive: Archive, username: str, now) -> None:
 def _count_failure(archive: Archive, username: str, row: dict | None, reason: str):
     """Record a failed login (and lock the username at the limit), then raise
     `BadCredentials`."""
+    _record_failure(archive, username, row, reason)
+    raise BadCredentials("Wrong username or password.")
+
+
+def _record_failure(archive: Archive, username: str, row: dict | None, reason: str) -> None:
     settings = archive.settings
     now = archive.clock()
     window_start = format_time(now - timedelta(seconds=settings.login_lockout_seconds))
@@ -138,7 +144,6 @@ def _count_failure(archive: Archive, username: str, row: dict | None, reason: st
             audit.append_entry(db, at=format_time(now), actor="system", action="staff.login_locked",
                                organisation_id=organisation_id,
                                detail={"username": username, "failures": failures, "locked_until": locked_until})
-    raise BadCredentials("Wrong username or password.")
 
 
 # -- sessions ---------------------------------------------------------------
@@ -173,13 +178,17 @@ def end_session(archive: Archive, session_id: str, expires_at: int, *, actor: st
 
 def change_own_password(archive: Archive, staff_id: int, current_password, new_password) -> None:
     """Set a new password after checking the current one; every session of
-    the account ends (log in again). Raises `BadCredentials` for a wrong
-    current password, `InvalidInput` for a weak new one."""
+    the account ends (log in again). A wrong current password counts as a
+    failed login for the username, so a stolen session cannot be used to
+    guess it. Raises `InvalidInput` (`wrong_current_password`,
+    `weak_password`) and `TooManyAttempts` while the username is locked."""
     row = archive.database.one("SELECT * FROM staff WHERE id = ?", [staff_id])
-    if row is None or not isinstance(current_password, str) \
+    _refuse_if_locked(archive, row["username"], archive.clock())
+    if not isinstance(current_password, str) \
             or len(current_password.encode("utf-8", "replace")) > MAX_PASSWORD_BYTES \
             or not password_matches(current_password, row["password_hash"]):
-        raise BadCredentials("The current password is wrong.")
+        _record_failure(archive, row["username"], row, "wrong_current_password")
+        raise InvalidInput("wrong_current_password", "current_password is not this account's password.")
     new_hash = hash_password(check_new_password(new_password))
     with archive.database.transaction() as db:
         db.execute("UPDATE staff SET password_hash = ?, session_generation = COALESCE(session_generation, 0) + 1 "

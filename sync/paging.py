@@ -22,8 +22,18 @@ def read_cursor(kind: str, cursor, types: tuple[type, ...]) -> tuple:
         if isinstance(cursor, str) and len(cursor) <= 512:
             decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
             if (isinstance(decoded, list) and len(decoded) == len(types) + 1 and decoded[0] == kind
-                    and all(type(value) is wanted for value, wanted in zip(decoded[1:], types))):
+                    and all(type(value) is wanted and _in_range(value)
+                            for value, wanted in zip(decoded[1:], types))):
                 return tuple(decoded[1:])
     except (binascii.Error, ValueError, UnicodeDecodeError):
         pass
     raise InvalidInput("invalid_cursor", "cursor must be the next_cursor of an earlier answer from the same list.")
+
+
+def _in_range(value) -> bool:
+    # Integers must fit SQLite's; text must be short and real Unicode.
+    if isinstance(value, int):
+        return 0 <= value < 2**62
+    if isinstance(value, str):
+        return len(value) <= 200 and value.isprintable()
+    return True

@@ -5,6 +5,7 @@ organisations kept apart."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 
 import pytest
@@ -112,7 +113,7 @@ def test_a_new_password_ends_every_session(server):
     staff = Staff(server, "acc-password", "observer")
     wrong = requests.post(server.url + "/v1/auth/password", headers=staff.auth,
                           json={"current_password": "not it at all", "new_password": "another long password"})
-    assert error(wrong) == (401, "bad_credentials")
+    assert error(wrong) == (400, "wrong_current_password")
     weak = requests.post(server.url + "/v1/auth/password", headers=staff.auth,
                          json={"current_password": staff.password, "new_password": "short"})
     assert error(weak) == (400, "weak_password")
@@ -239,3 +240,44 @@ def test_enrollment_codes_put_devices_in_their_organisation(server, custodian):
     assert error(refused) == (403, "enrollment_refused")
     listing = server.cli("organisations").stdout
     assert "acc-legal-aid\tLegal Aid Collective\t1 staff\t1 devices" in listing
+
+
+def test_a_stolen_session_cannot_guess_the_password_for_long(tmp_path):
+    server = ServerProcess(tmp_path / "guessing", WITNESS_LOGIN_MAX_FAILURES=2)
+    server.start()
+    try:
+        staff = Staff(server, "acc-guessed", "observer")
+        for guess in ("guess number one", "guess number two"):
+            answer = requests.post(server.url + "/v1/auth/password", headers=staff.auth,
+                                   json={"current_password": guess, "new_password": "a new long password"})
+            assert error(answer) == (400, "wrong_current_password")
+        locked = requests.post(server.url + "/v1/auth/password", headers=staff.auth,
+                               json={"current_password": staff.password, "new_password": "a new long password"})
+        assert error(locked) == (429, "too_many_attempts") and "Retry-After" in locked.headers
+        assert error(login(server, staff.username, staff.password)) == (429, "too_many_attempts")
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/auth/login", {"username": "\ud800", "password": "x"}),
+    ("/v1/devices", {"enrollment_code": "\ud800"}),
+    ("/v1/enrollment-codes", {"note": "street \udfff team"}),
+])
+def test_escapes_that_are_not_unicode_text_are_refused_clearly(server, custodian, path, body):
+    # json.dumps writes the lone surrogate as the escape \\ud800, as a client would.
+    answer = requests.post(server.url + path, data=json.dumps(body),
+                           headers={**custodian.auth, "Content-Type": "application/json"})
+    assert error(answer) == (400, "invalid_body"), answer.text
+
+
+@pytest.mark.parametrize("path,params", [
+    ("/v1/audit", {"order": "desc"}),
+    ("/v1/audit", {"order": "asc"}),
+])
+def test_cursors_with_numbers_out_of_range_are_refused(server, custodian, path, params):
+    for number in (10**30, 2**63, -1):
+        kind = "audit-DESC" if params["order"] == "desc" else "audit-ASC"
+        cursor = base64.urlsafe_b64encode(f'["{kind}",{number}]'.encode()).rstrip(b"=").decode()
+        answer = requests.get(server.url + path, headers=custodian.auth, params={**params, "cursor": cursor})
+        assert error(answer) == (400, "invalid_cursor"), (number, answer.text)
