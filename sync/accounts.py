@@ -29,7 +29,8 @@ from . import audit
 from .archive import Archive
 from .database import DEFAULT_ORGANISATION_ID
 from .errors import EnrollmentRefused, Forbidden, InvalidInput, NotFound
-from .paging import make_cursor, read_cursor
+from .identifiers import parse_canonical_uuid
+from .paging import make_cursor, read_cursor, split_page
 
 STAFF_ROLES = ("observer", "lawyer", "custodian")
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
@@ -160,10 +161,8 @@ def list_devices(archive: Archive, organisation_id: int, *, limit: int = 50,
                    (SELECT MAX(r.last_received_at) FROM recordings r WHERE r.device_id = d.id) AS last_received_at
             FROM devices d WHERE {' AND '.join(where)}
             ORDER BY d.created_at DESC, d.id DESC LIMIT ?""", [*params, limit + 1])
-    more = len(rows) > limit
-    rows = [_public_device(row) for row in rows[:limit]]
-    return rows, (make_cursor("devices", rows[-1]["created_at"], rows[-1]["device_id"])
-                  if more else None)
+    rows, next_cursor = split_page(rows, limit, lambda last: make_cursor("devices", last["created_at"], last["id"]))
+    return [_public_device(row) for row in rows], next_cursor
 
 
 def revoke_device(archive: Archive, organisation_id: int, device_id: str, *, actor: str) -> dict:
@@ -203,12 +202,7 @@ def _public_device(row: dict) -> dict:
 
 def parse_device_id(text) -> str:
     """A device id (canonical lowercase UUID); `InvalidInput` otherwise."""
-    try:
-        if isinstance(text, str) and str(uuid.UUID(text)) == text:
-            return text
-    except ValueError:
-        pass
-    raise InvalidInput("invalid_device_id", "device_id must be a UUID in lowercase canonical form.")
+    return parse_canonical_uuid(text, "device_id")
 
 
 # -- enrollment codes -------------------------------------------------------

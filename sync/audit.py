@@ -28,7 +28,7 @@ from crypto.hashing import canonical_json
 
 from .archive import Archive
 from .errors import InvalidInput
-from .paging import make_cursor, read_cursor
+from .paging import make_cursor, read_cursor, split_page
 from .timefmt import normalize_time
 
 GENESIS = "0" * 64
@@ -141,9 +141,7 @@ def list_entries(archive: Archive, organisation_id: int, filters: AuditFilter, *
         params.append(read_cursor(f"audit-{order}", cursor, (int,))[0])
     rows = archive.database.query(
         f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?", [*params, limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = make_cursor(f"audit-{order}", rows[-1]["id"]) if more else None
+    rows, next_cursor = split_page(rows, limit, lambda last: make_cursor(f"audit-{order}", last["id"]))
     return [public_entry(row) for row in rows], next_cursor
 
 

@@ -14,7 +14,6 @@ import base64
 import binascii
 import hashlib
 import re
-import uuid
 
 from crypto import InvalidEvidence
 from crypto.aead import SEALED_KEY_BYTES, decrypt_chunk, open_content_key
@@ -36,6 +35,7 @@ from .errors import (
     UnknownKeyId,
     WitnessError,
 )
+from .identifiers import parse_canonical_uuid
 from .timefmt import normalize_time
 
 MAX_CHUNK_INDEX = 2**31 - 1
@@ -57,12 +57,7 @@ def parse_recording_id(text) -> str:
     compared as the exact string the device used; only the canonical
     spelling is accepted, so two spellings cannot name one recording.
     Raises `InvalidInput` otherwise."""
-    try:
-        if isinstance(text, str) and str(uuid.UUID(text)) == text:
-            return text
-    except ValueError:
-        pass
-    raise InvalidInput("invalid_recording_id", "recording_id must be a UUID in lowercase canonical form.")
+    return parse_canonical_uuid(text, "recording_id")
 
 
 def b64url_decode(text, field: str) -> bytes:

@@ -37,3 +37,13 @@ def _in_range(value) -> bool:
     if isinstance(value, str):
         return len(value) <= 200 and value.isprintable()
     return True
+
+
+def split_page(rows: list, limit: int, cursor_of) -> tuple[list, str | None]:
+    """Rows fetched with `LIMIT limit + 1` -> `(page, next_cursor)`: the
+    extra row only tells that more follow; `cursor_of(last row)` makes the
+    cursor, None on the last page."""
+    if len(rows) <= limit:
+        return rows, None
+    page = rows[:limit]
+    return page, cursor_of(page[-1])

@@ -15,7 +15,7 @@ from . import audit, finalize, footage
 from .archive import Archive
 from .errors import InvalidInput
 from .ingest import index_ranges, missing_ranges, owned_recording
-from .paging import make_cursor, read_cursor
+from .paging import make_cursor, read_cursor, split_page
 
 RECORDING_STATES = ("receiving", "complete", "interrupted")
 # Gaps exist when fewer chunks are held than the recording's known length
@@ -87,9 +87,7 @@ def list_recordings(archive: Archive, viewer: Viewer, filters: RecordingFilter, 
     rows = archive.database.query(
         f"SELECT * FROM recordings WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?",
         [*params, limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = make_cursor("recordings", rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    rows, next_cursor = split_page(rows, limit, lambda last: make_cursor("recordings", last["created_at"], last["id"]))
     return [recording_summary(row) for row in rows], next_cursor
 
 
