@@ -868,6 +868,12 @@ def run(args, root: Path, log_dir: Path) -> dict:
                      + (f", problem: {result['problem']}" if result.get("problem") else ""))
 
         phase("whole", lambda t: whole_download(t, size, expected, args.timeout))
+        for t in targets:
+            # The baseline: the fresh, warmed-up worker's RSS right before its
+            # first whole download (its RSS 0.5 s after the warm-up, often a
+            # MiB or two higher until freed memory is returned, stays in
+            # phases["baseline"]).
+            t.baseline_kib = t.phases.get("whole", {}).get("memory", {}).get("start_kib") or t.baseline_kib
         plan = range_plan(size, args, rng)
         phase("ranges", lambda t: range_session(t, plan, size, fd, args.timeout, deadline))
         if args.parallel > 1:
@@ -948,6 +954,10 @@ def mib(kib) -> str:
     return "—" if kib is None else f"{kib / 1024:,.1f}"
 
 
+def signed(kib) -> str:
+    return "—" if kib is None else ("+" if kib >= 0 else "") + mib(kib)
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -978,11 +988,13 @@ def markdown(out: dict, meta: dict) -> str:
                  f"{meta['upload_connections']} connections); the witness worker then restarted")
     lines.append("")
     targets = out.get("targets", {})
-    lines.append("Worker memory (MiB; growth = phase peak − baseline; peak = VmHWM reset at the phase start):")
+    lines.append("Worker memory, MiB. Baseline: the warmed-up worker's RSS right before its first whole download; "
+                 "peak: VmHWM, reset at the start of each phase; growth: peak − baseline; in phase: peak − RSS at "
+                 "the phase's start:")
     lines.append("")
     lines.append("| server | phase | requests | bytes served | baseline RSS | RSS at start | peak RSS "
-                 "| max sampled RSS | growth | RSS after | worker CPU s |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| max sampled RSS | growth | in phase | RSS after | worker CPU s |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     names = {"whole": "whole download (a)", "ranges": "range session (b)", "parallel": "parallel whole downloads",
              "throughput": "throughput downloads"}
     for name, t in targets.items():
@@ -996,8 +1008,9 @@ def markdown(out: dict, meta: dict) -> str:
             peak = m["peak_kib"] if m["peak_reset"] else None
             top = peak if peak is not None else m["sampled_max_kib"]
             growth = None if top is None else top - base
+            in_phase = None if top is None or m["start_kib"] is None else top - m["start_kib"]
             lines.append(f"| {name} | {label} | {fmt(requests)} | {fmt(p.get('bytes'))} | {mib(base)} "
-                         f"| {mib(m['start_kib'])} | {mib(peak)} | {mib(m['sampled_max_kib'])} | {'+' if growth is not None and growth >= 0 else ''}{mib(growth)} "
+                         f"| {mib(m['start_kib'])} | {mib(peak)} | {mib(m['sampled_max_kib'])} | {signed(growth)} | {signed(in_phase)} "
                          f"| {mib(m['end_kib'])} | {fmt(m['worker_cpu_s'], 1)} |")
     lines.append("")
     w, s = targets.get("witness", {}).get("phases", {}), targets.get("send_file", {}).get("phases", {})
