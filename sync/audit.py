@@ -38,6 +38,7 @@ _HEAD_KEY = "audit_head"
 # written before them still verify.
 _CORE_FIELDS = ("id", "at", "actor", "action", "recording_id", "detail", "prev_sha256")
 _ADDED_FIELDS = ("organisation_id", "recording_prev_sha256")
+_COLUMNS = (*_CORE_FIELDS, *_ADDED_FIELDS, "sha256")
 
 
 def entry_digest(entry: dict) -> str:
@@ -61,13 +62,14 @@ def append_entry(
     """Append one entry inside the caller's open write transaction and return
     it. `actor` is `device:<id>`, `staff:<username>`, `operator`, `system` or
     `anonymous`. An entry about a recording belongs to the recording's
-    organisation; otherwise to `organisation_id` (None: the whole server)."""
+    organisation (looked up unless the caller passes it); otherwise to
+    `organisation_id` (None: the whole server)."""
     last = next(iter(db.query("SELECT id, sha256 FROM audit ORDER BY id DESC LIMIT 1")), None)
     recording_prev = None
     if recording_id is not None:
-        owner = next(iter(db.query("SELECT organisation_id FROM recordings WHERE id = ?", [recording_id])), None)
-        if owner is not None:
-            organisation_id = owner["organisation_id"]
+        if organisation_id is None:
+            owner = next(iter(db.query("SELECT organisation_id FROM recordings WHERE id = ?", [recording_id])), None)
+            organisation_id = owner["organisation_id"] if owner is not None else None
         previous = next(iter(db.query(
             "SELECT sha256 FROM audit WHERE recording_id = ? ORDER BY id DESC LIMIT 1", [recording_id])), None)
         recording_prev = previous["sha256"] if previous else GENESIS
@@ -83,8 +85,12 @@ def append_entry(
         "recording_prev_sha256": recording_prev,
     }
     entry["sha256"] = entry_digest(entry)
-    db["audit"].insert(entry)
-    db["meta"].upsert({"key": _HEAD_KEY, "value": f"{entry['id']}:{entry['sha256']}"}, pk="key")
+    # Plain SQL: sqlite-utils' insert/upsert look up the table's columns on
+    # every call, and this runs for every chunk acknowledged.
+    db.execute(f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
+               [entry[column] for column in _COLUMNS])
+    db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+               [_HEAD_KEY, f"{entry['id']}:{entry['sha256']}"])
     return entry
 
 

@@ -263,12 +263,14 @@ def accept_chunk(
                 if not archive.chunks.holds(recording_id, name, len(body)):
                     archive.chunks.put(recording_id, name, body)
                 now = archive.now()
-                db["chunks"].insert({
-                    "recording_id": recording_id, "idx": index, "final": int(final),
-                    "size": len(plaintext), "sha256": hashlib.sha256(plaintext).hexdigest(),
-                    "ciphertext_size": len(body), "ciphertext_sha256": ciphertext_sha256,
-                    "received_at": now, "captured_at": captured_at, "device_signature": signature,
-                })
+                # Plain SQL on this path: sqlite-utils' insert reads the
+                # table's columns on every call.
+                db.execute(
+                    """INSERT INTO chunks (recording_id, idx, final, size, sha256, ciphertext_size,
+                                           ciphertext_sha256, received_at, captured_at, device_signature)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    [recording_id, index, int(final), len(plaintext), hashlib.sha256(plaintext).hexdigest(),
+                     len(body), ciphertext_sha256, now, captured_at, signature])
                 db.execute(
                     """UPDATE recordings SET generation = generation + 1,
                            first_received_at = COALESCE(first_received_at, :now),
@@ -281,7 +283,7 @@ def accept_chunk(
                     {"now": now, "final": int(final), "idx": index, "id": recording_id, "size": len(plaintext)},
                 )
                 audit.append_entry(db, at=now, actor=f"device:{device_id}", action="chunk.received",
-                                   recording_id=recording_id,
+                                   recording_id=recording_id, organisation_id=recording["organisation_id"],
                                    detail={"index": index, "ciphertext_sha256": ciphertext_sha256,
                                            "size": len(body), "final": final})
                 return _receipt(index, len(body), ciphertext_sha256, now), True
