@@ -14,15 +14,23 @@ import hashlib
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from .tsa import TsaIdentity, new_tsa_identity
 
 _HPKE_FILE = "hpke-x25519.pem"
 _SIGNING_FILE = "signing-ed25519.pem"
 _TOKEN_SECRET_FILE = "token-secret"
+# One file for the TSA's key, its certificate and the root's, so workers
+# starting together can never pair a key with another worker's certificate.
+_TSA_FILE = "tsa-identity.pem"
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,7 @@ class ServerKeys:
     hpke_private: X25519PrivateKey
     signing_private: Ed25519PrivateKey
     token_secret: bytes
+    tsa: TsaIdentity
 
     @property
     def hpke_public_raw(self) -> bytes:
@@ -70,13 +79,27 @@ def load_or_create_server_keys(keys_dir: str | os.PathLike) -> ServerKeys:
     token_secret = _load_or_create(
         folder / _TOKEN_SECRET_FILE, lambda: base64.b64encode(secrets.token_bytes(48)) + b"\n"
     )
+    tsa_pem = _load_or_create(folder / _TSA_FILE, _new_tsa_pem)
     hpke_key = serialization.load_pem_private_key(hpke_pem, password=None)
     signing_key = serialization.load_pem_private_key(signing_pem, password=None)
     if not isinstance(hpke_key, X25519PrivateKey):
         raise ValueError(f"{folder / _HPKE_FILE} is not an X25519 private key")
     if not isinstance(signing_key, Ed25519PrivateKey):
         raise ValueError(f"{folder / _SIGNING_FILE} is not an Ed25519 private key")
-    return ServerKeys(hpke_key, signing_key, base64.b64decode(token_secret.strip()))
+    return ServerKeys(hpke_key, signing_key, base64.b64decode(token_secret.strip()), _load_tsa(folder / _TSA_FILE, tsa_pem))
+
+
+def _new_tsa_pem() -> bytes:
+    identity = new_tsa_identity("Witness Sync", datetime.now(timezone.utc))
+    return _private_pem(identity.tsa_private_key) + identity.chain_pem().encode("ascii")
+
+
+def _load_tsa(path: Path, pem: bytes) -> TsaIdentity:
+    key = serialization.load_pem_private_key(pem, password=None)
+    certificates = x509.load_pem_x509_certificates(pem)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or len(certificates) != 2:
+        raise ValueError(f"{path} must hold the TSA's EC private key, its certificate and the root's")
+    return TsaIdentity(root_certificate=certificates[1], tsa_certificate=certificates[0], tsa_private_key=key)
 
 
 def _private_pem(key) -> bytes:

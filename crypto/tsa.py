@@ -86,12 +86,15 @@ def new_tsa_identity(name: str, now: datetime) -> TsaIdentity:
     return TsaIdentity(root, tsa, tsa_key)
 
 
-def time_stamp(identity: TsaIdentity, digest: bytes, *, at: datetime, serial: int) -> bytes:
+def time_stamp(identity: TsaIdentity, digest: bytes, *, at: datetime, serial: int | None = None) -> bytes:
     """A DER `TimeStampResp` (status granted) over a SHA-256 `digest`, made
     at time `at` (UTC, millisecond accuracy) with serial number `serial`
-    (unique per TSA)."""
+    (unique per TSA; by default 159 random bits). Raises `ValueError` for a
+    digest that is not 32 bytes."""
     if len(digest) != 32:
         raise ValueError("time_stamp takes a SHA-256 digest (32 bytes)")
+    if serial is None:
+        serial = x509.random_serial_number()
     at = at.astimezone(timezone.utc)
     tst_info = tsp.TSTInfo({
         "version": "v1",

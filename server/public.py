@@ -32,7 +32,7 @@ def keys():
             "alg": "Ed25519",
             "public_key_pem": public_key_pem(server_keys.signing_private.public_key()),
         },
-        tsa=None,
+        tsa={"certificate_chain_pem": server_keys.tsa.chain_pem()},
     )
 
 

@@ -64,6 +64,16 @@ def manifest_signature(recording_id: str):
                     headers={"Witness-Manifest-Version": str(row["version"])})
 
 
+@bp.get("/v1/recordings/<recording_id>/manifest.tsr")
+@require_role(*STAFF_ROLES)
+def manifest_timestamp(recording_id: str):
+    """The RFC 3161 time-stamp response over the manifest bytes' SHA-256."""
+    row = retrieval.manifest_for(archive(), g.viewer, path_recording_id(recording_id), query_positive_int("version"),
+                                 part="timestamp")
+    return Response(row["tsr"], mimetype="application/timestamp-reply",
+                    headers={"Witness-Manifest-Version": str(row["version"])})
+
+
 @bp.get("/v1/recordings/<recording_id>/media")
 @require_role(*STAFF_ROLES)
 def media(recording_id: str):

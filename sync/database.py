@@ -243,6 +243,8 @@ def _create_schema(db: sqlite_utils.Database) -> None:
             "body": bytes,
             "sha256": str,
             "signature": bytes,
+            # RFC 3161 TimeStampResp over the SHA-256 of `body` (built-in TSA).
+            "tsr": bytes,
             "created_at": str,
         },
         pk=("recording_id", "version"),
@@ -313,6 +315,7 @@ def _add_missing_columns(db: sqlite_utils.Database) -> None:
         "enrollment_codes": {"organisation_id": int, "created_by": str, "revoked_at": str},
         "recordings": {"organisation_id": int, "chunk_count": int, "max_index": int, "footage_size": int},
         "audit": {"organisation_id": int, "recording_prev_sha256": str},
+        "manifests": {"tsr": bytes},
     }
     for table, columns in added.items():
         have = db[table].columns_dict

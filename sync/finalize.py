@@ -13,6 +13,7 @@ import hashlib
 from datetime import timedelta
 
 from crypto.hashing import canonical_json, merkle_root
+from crypto.tsa import time_stamp
 
 from . import audit
 from .archive import Archive
@@ -127,10 +128,13 @@ def finalize_recording(archive: Archive, recording_id: str) -> int | None:
             "signing_key_id": archive.keys.signing_key_id,
         }
         body = canonical_json(manifest)
-        sha256 = hashlib.sha256(body).hexdigest()
+        digest = hashlib.sha256(body).digest()
+        sha256 = digest.hex()
+        token = time_stamp(archive.keys.tsa, digest, at=archive.clock())
         db["manifests"].insert({
             "recording_id": recording_id, "version": version, "state": state, "body": body,
-            "sha256": sha256, "signature": archive.keys.signing_private.sign(body), "created_at": now,
+            "sha256": sha256, "signature": archive.keys.signing_private.sign(body), "tsr": token,
+            "created_at": now,
         })
         db.execute(
             "UPDATE recordings SET state = ?, finalized_generation = ?, manifest_version = ? WHERE id = ?",
@@ -170,6 +174,7 @@ def signed_manifest(archive: Archive, recording_id: str, version: int | None = N
         if row is None:
             raise NotFound(f"This recording has no manifest version {version}.")
     return {"version": row["version"], "body": bytes(row["body"]), "signature": bytes(row["signature"]),
-            "sha256": row["sha256"], "state": row["state"]}
+            "sha256": row["sha256"], "state": row["state"],
+            "tsr": bytes(row["tsr"]) if row["tsr"] is not None else None}
 
 

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from . import audit, finalize, footage
 from .archive import Archive
-from .errors import InvalidInput
+from .errors import InvalidInput, NotFound
 from .ingest import index_ranges, missing_ranges, owned_recording
 from .paging import make_cursor, read_cursor, split_page
 
@@ -192,9 +192,13 @@ def stream_footage(archive: Archive, viewer: Viewer, view: FootageView, start: i
 
 def manifest_for(archive: Archive, viewer: Viewer, recording_id: str, version: int | None, *, part: str) -> dict:
     """A signed manifest version (`finalize.signed_manifest`), audited as
-    `manifest.downloaded` with `part` (`manifest` or `signature`). Raises
-    `NotFound` and `NotReady` as `signed_manifest` does."""
+    `manifest.downloaded` with `part` (`manifest`, `signature` or
+    `timestamp`). Raises `NotFound` and `NotReady` as `signed_manifest`
+    does, and `NotFound` for the time-stamp of a version made before the
+    server had a time-stamping authority."""
     row = finalize.signed_manifest(archive, recording_id, version, organisation_id=viewer.organisation_id)
+    if part == "timestamp" and row["tsr"] is None:
+        raise NotFound(f"Manifest version {row['version']} was made before this server time-stamped manifests.")
     audit.record(archive, actor=viewer.actor, action="manifest.downloaded", recording_id=recording_id,
                  detail={"version": row["version"], "part": part, "manifest_sha256": row["sha256"]})
     return row

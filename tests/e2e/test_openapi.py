@@ -208,7 +208,8 @@ FLOWS: dict[str, set[tuple[str, int]]] = {
         ("createRecording", 409), ("putChunk", 201), ("putChunk", 200), ("putChunk", 400), ("putChunk", 404),
         ("putChunk", 409), ("putChunk", 413), ("putChunk", 422), ("getRecordingStatus", 200),
         ("getRecordingStatus", 404), ("completeRecording", 202), ("getManifest", 200), ("getManifest", 403),
-        ("getManifest", 404), ("getManifestSignature", 200), ("getManifestSignature", 400), ("getFootage", 200),
+        ("getManifest", 404), ("getManifestSignature", 200), ("getManifestSignature", 400),
+        ("getManifestTimestamp", 200), ("getManifestTimestamp", 404), ("getFootage", 200),
         ("getFootage", 206), ("getFootage", 403), ("getFootage", 416),
     },
     "retrieval": {
@@ -450,6 +451,12 @@ def test_a_whole_recording_flow_matches_the_document(server, conformance):
     signature = requests.get(f"{url}/v1/recordings/{recording.id}/manifest.sig", headers=bearer(lawyer))
     assert signature.status_code == 200 and len(signature.content) == 64
     load_pem_public_key(keys["signing"]["public_key_pem"].encode()).verify(signature.content, manifest.content)
+    stamp = requests.get(f"{url}/v1/recordings/{recording.id}/manifest.tsr", headers=bearer(lawyer))
+    assert stamp.status_code == 200 and stamp.headers["Content-Type"] == "application/timestamp-reply"
+    assert stamp.content[:1] == b"\x30"  # DER: a SEQUENCE (openssl checks it in test_timestamps.py)
+    no_stamp = requests.get(f"{url}/v1/recordings/{recording.id}/manifest.tsr", params={"version": version + 1},
+                            headers=bearer(lawyer))
+    assert (no_stamp.status_code, error_of(no_stamp)) == (404, "not_found")
     again = requests.get(f"{url}/v1/recordings/{recording.id}/manifest", params={"version": version},
                          headers=bearer(lawyer))
     assert again.status_code == 200 and again.content == manifest.content

@@ -318,6 +318,11 @@ def _manifest_sig(world, column, caller):
     return Call("GET", f"/v1/recordings/{world.recording.id}/manifest.sig", {})
 
 
+@endpoint("GET /v1/recordings/{recording_id}/manifest.tsr")
+def _manifest_tsr(world, column, caller):
+    return Call("GET", f"/v1/recordings/{world.recording.id}/manifest.tsr", {})
+
+
 # -- custodians ----------------------------------------------------------------
 
 def _role_of(world, staff: Staff) -> str:
