@@ -108,7 +108,10 @@ def test_startup_reconciles_files_with_records(fresh_server):
         os.utime(path, (old, old))
 
     server.start()
-    server.wait_for(lambda: not orphan.exists() and not temporary.exists() and not any(stranger.iterdir()))
+    # Recordings are reconciled in id order, so the stranger's folder may be
+    # emptied before the lost chunk is noticed: wait for both.
+    server.wait_for(lambda: not orphan.exists() and not temporary.exists() and not any(stranger.iterdir())
+                    and recording.status().json()["missing"])
     status = recording.status().json()
     assert status["received"] == [[0, 0], [2, 2]] and status["missing"] == [[1, 1]]
     with sqlite3.connect(server.data_dir / "witness.sqlite3") as db:
