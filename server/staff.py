@@ -58,20 +58,20 @@ def manifest(recording_id: str):
 @require_role(*STAFF_ROLES)
 def manifest_signature(recording_id: str):
     """The raw 64-byte Ed25519 signature over the manifest bytes."""
-    row = retrieval.manifest_for(archive(), g.viewer, path_recording_id(recording_id), query_positive_int("version"),
-                                 part="signature")
-    return Response(row["signature"], mimetype="application/octet-stream",
-                    headers={"Witness-Manifest-Version": str(row["version"])})
+    return _manifest_part(recording_id, "signature", "signature", "application/octet-stream")
 
 
 @bp.get("/v1/recordings/<recording_id>/manifest.tsr")
 @require_role(*STAFF_ROLES)
 def manifest_timestamp(recording_id: str):
     """The RFC 3161 time-stamp response over the manifest bytes' SHA-256."""
+    return _manifest_part(recording_id, "timestamp", "tsr", "application/timestamp-reply")
+
+
+def _manifest_part(recording_id: str, part: str, field: str, mimetype: str) -> Response:
     row = retrieval.manifest_for(archive(), g.viewer, path_recording_id(recording_id), query_positive_int("version"),
-                                 part="timestamp")
-    return Response(row["tsr"], mimetype="application/timestamp-reply",
-                    headers={"Witness-Manifest-Version": str(row["version"])})
+                                 part=part)
+    return Response(row[field], mimetype=mimetype, headers={"Witness-Manifest-Version": str(row["version"])})
 
 
 @bp.get("/v1/recordings/<recording_id>/media")

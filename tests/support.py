@@ -263,3 +263,13 @@ class Staff:
         answer = requests.get(self.server.url + "/v1/auth/me", headers=self.auth)
         assert answer.status_code == 200, answer.text
         return answer.json()
+
+
+def openssl_ts_verify(folder: Path, data: bytes, response: bytes, chain_pem: str) -> subprocess.CompletedProcess:
+    """`openssl ts -verify -data manifest.json -in manifest.tsr -CAfile
+    tsa-chain.pem`, exactly as a lawyer would run it, in `folder`."""
+    (folder / "manifest.json").write_bytes(data)
+    (folder / "manifest.tsr").write_bytes(response)
+    (folder / "tsa-chain.pem").write_text(chain_pem)
+    return subprocess.run(["openssl", "ts", "-verify", "-data", "manifest.json", "-in", "manifest.tsr",
+                           "-CAfile", "tsa-chain.pem"], cwd=folder, capture_output=True, text=True)

@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from crypto.tsa import new_tsa_identity, time_stamp, token_time
+from tests.support import openssl_ts_verify
 
 NOW = datetime(2026, 11, 21, 14, 3, 7, 123456, tzinfo=timezone.utc)
 
@@ -20,18 +21,10 @@ def identity():
     return new_tsa_identity("Witness Sync test", NOW)
 
 
-def openssl_verify(folder, data: bytes, response: bytes, chain_pem: str) -> subprocess.CompletedProcess:
-    (folder / "manifest.json").write_bytes(data)
-    (folder / "manifest.tsr").write_bytes(response)
-    (folder / "tsa-chain.pem").write_text(chain_pem)
-    return subprocess.run(["openssl", "ts", "-verify", "-data", "manifest.json", "-in", "manifest.tsr",
-                           "-CAfile", "tsa-chain.pem"], cwd=folder, capture_output=True, text=True)
-
-
 def test_openssl_verifies_a_time_stamp(identity, tmp_path):
     data = b'{"format":"witness-manifest/1","version":1}'
     response = time_stamp(identity, hashlib.sha256(data).digest(), at=NOW, serial=42)
-    result = openssl_verify(tmp_path, data, response, identity.chain_pem())
+    result = openssl_ts_verify(tmp_path, data, response, identity.chain_pem())
     assert result.returncode == 0 and "Verification: OK" in result.stdout, result.stdout + result.stderr
     text = subprocess.run(["openssl", "ts", "-reply", "-in", "manifest.tsr", "-text"], cwd=tmp_path,
                           capture_output=True, text=True, check=True).stdout
@@ -43,7 +36,7 @@ def test_openssl_verifies_a_time_stamp(identity, tmp_path):
 def test_one_changed_byte_of_the_data_fails(identity, tmp_path):
     data = b'{"format":"witness-manifest/1","version":1}'
     response = time_stamp(identity, hashlib.sha256(data).digest(), at=NOW, serial=1)
-    result = openssl_verify(tmp_path, data.replace(b"1}", b"2}"), response, identity.chain_pem())
+    result = openssl_ts_verify(tmp_path, data.replace(b"1}", b"2}"), response, identity.chain_pem())
     assert result.returncode != 0 and "message imprint mismatch" in (result.stdout + result.stderr)
 
 
@@ -53,7 +46,7 @@ def test_one_changed_byte_of_the_token_fails(identity, tmp_path, position):
     response = bytearray(time_stamp(identity, hashlib.sha256(data).digest(), at=NOW, serial=2))
     at = int(len(response) * position) if position > 0 else len(response) + position
     response[at] ^= 0x01
-    result = openssl_verify(tmp_path, data, bytes(response), identity.chain_pem())
+    result = openssl_ts_verify(tmp_path, data, bytes(response), identity.chain_pem())
     assert result.returncode != 0 and "Verification: OK" not in result.stdout
 
 
@@ -61,7 +54,7 @@ def test_another_authoritys_chain_does_not_vouch_for_it(identity, tmp_path):
     data = b"some manifest bytes"
     response = time_stamp(identity, hashlib.sha256(data).digest(), at=NOW, serial=3)
     stranger = new_tsa_identity("Someone else", NOW)
-    result = openssl_verify(tmp_path, data, response, stranger.chain_pem())
+    result = openssl_ts_verify(tmp_path, data, response, stranger.chain_pem())
     assert result.returncode != 0 and "Verification: OK" not in result.stdout
 
 

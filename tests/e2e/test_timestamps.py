@@ -3,21 +3,12 @@ authority, and `openssl ts` alone verifies it with the chain from /v1/keys."""
 
 from __future__ import annotations
 
-import subprocess
 from datetime import datetime, timedelta, timezone
 
 import requests
 
 from crypto.tsa import token_time
-from tests.support import Phone, Staff
-
-
-def openssl_ts_verify(folder, manifest: bytes, token: bytes, chain: str) -> subprocess.CompletedProcess:
-    (folder / "manifest.json").write_bytes(manifest)
-    (folder / "manifest.tsr").write_bytes(token)
-    (folder / "tsa-chain.pem").write_text(chain)
-    return subprocess.run(["openssl", "ts", "-verify", "-data", "manifest.json", "-in", "manifest.tsr",
-                           "-CAfile", "tsa-chain.pem"], cwd=folder, capture_output=True, text=True)
+from tests.support import Phone, Staff, openssl_ts_verify
 
 
 def test_every_manifest_version_has_a_token_openssl_verifies(server, tmp_path):
