@@ -68,8 +68,21 @@ HARD_CAP_SECONDS_PER_RUN = 300    # no single run may exceed this, whatever the 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-# --------------------------------------------------------------------------- HTTP
+def child_pids(parent: int) -> list[int]:
+    """Processes whose parent is `parent`, read from /proc (gunicorn's workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry))
+    return found
 
+
+# --------------------------------------------------------------------------- HTTP
 
 class HttpError(Exception):
     """Transport failure (connection refused/reset/closed, malformed answer)."""
@@ -344,17 +357,7 @@ class Server:
         """The master and its workers."""
         if self.process is None:
             return []
-        master = self.process.pid
-        found = [master]
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                    found.append(int(entry))
-        return found
+        return [self.process.pid, *child_pids(self.process.pid)]
 
     def cpu_seconds(self) -> dict[int, float]:
         out = {}

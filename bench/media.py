@@ -70,6 +70,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # 
 from crypto.aead import decrypt_chunk, encrypt_chunk, new_content_key, seal_content_key  # noqa: E402
 from ingest import (  # noqa: E402  (bench/ is on sys.path: this script's folder)
     b64url,
+    child_pids,
     code_version,
     content_digest,
     free_port,
@@ -378,16 +379,7 @@ class GunicornServer:
         """The master's only child, or None while there is not exactly one."""
         if self.process is None:
             return None
-        master = self.process.pid
-        children = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                    children.append(int(entry))
+        children = child_pids(self.process.pid)
         return children[0] if len(children) == 1 else None
 
     def stop(self) -> None:
