@@ -29,7 +29,7 @@ import sqlite_utils
 from .errors import Busy, StorageFull
 from .timefmt import format_time, utc_now
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_ORGANISATION_ID = 1
 
 
@@ -245,6 +245,9 @@ def _create_schema(db: sqlite_utils.Database) -> None:
             "signature": bytes,
             # RFC 3161 TimeStampResp over the SHA-256 of `body` (built-in TSA).
             "tsr": bytes,
+            # The same from the operator's external TSA (WITNESS_TSA_URL),
+            # obtained after the manifest is committed; NULL until then.
+            "external_tsr": bytes,
             "created_at": str,
         },
         pk=("recording_id", "version"),
@@ -286,6 +289,34 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         not_null={"ended_at", "expires_at"},
         if_not_exists=True,
     )
+    # A lawyer's request for a signed copy of a recording, and its bundle.
+    # state: pending -> approved | denied; approved -> building -> ready | failed.
+    db["copy_requests"].create(
+        {
+            "id": str,
+            "organisation_id": int,
+            "recording_id": str,
+            "requested_by": str,  # staff username
+            "case_reference": str,
+            "purpose": str,
+            "state": str,
+            "created_at": str,
+            "updated_at": str,
+            "decided_by": str,
+            "decided_at": str,
+            "decision_reason": str,
+            "manifest_version": int,
+            "bundle_size": int,
+            "bundle_sha256": str,
+            "built_at": str,
+            "failure": str,
+        },
+        pk="id",
+        not_null={"organisation_id", "recording_id", "requested_by", "case_reference", "purpose", "state",
+                  "created_at", "updated_at"},
+        foreign_keys=[("recording_id", "recordings", "id")],
+        if_not_exists=True,
+    )
     db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
     _add_missing_columns(db)
     for table, columns in {
@@ -295,6 +326,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         "staff": [["organisation_id"]],
         "ended_sessions": [["expires_at"]],
         "login_failures": [["last_failed_at"]],
+        "copy_requests": [["organisation_id", "created_at"], ["state"], ["recording_id"]],
     }.items():
         for index in columns:
             db[table].create_index(index, if_not_exists=True)
@@ -305,9 +337,11 @@ def _create_schema(db: sqlite_utils.Database) -> None:
 
 
 def _add_missing_columns(db: sqlite_utils.Database) -> None:
-    """Bring a version-1 file up to version 2: organisations (everything
-    existing joins the default one), staff sessions and TOTP, recording
-    counters (computed from the chunks held) and audit chain columns."""
+    """Bring an older file up to date. Version 2 added organisations
+    (everything existing joins the default one), staff sessions and TOTP,
+    recording counters (computed from the chunks held) and audit chain
+    columns; version 3 the manifests' time-stamp tokens (`copy_requests` is
+    a new table, made above)."""
     added = {
         "devices": {"organisation_id": int, "revoked_by": str},
         "staff": {"organisation_id": int, "session_generation": int, "totp_secret": bytes,
@@ -315,7 +349,7 @@ def _add_missing_columns(db: sqlite_utils.Database) -> None:
         "enrollment_codes": {"organisation_id": int, "created_by": str, "revoked_at": str},
         "recordings": {"organisation_id": int, "chunk_count": int, "max_index": int, "footage_size": int},
         "audit": {"organisation_id": int, "recording_prev_sha256": str},
-        "manifests": {"tsr": bytes},
+        "manifests": {"tsr": bytes, "external_tsr": bytes},
     }
     for table, columns in added.items():
         have = db[table].columns_dict

@@ -29,6 +29,10 @@ class Settings:
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     totp_issuer: str = "Witness Sync"
+    # An external RFC 3161 TSA whose tokens are kept beside the built-in
+    # one's, and the PEM file of the certificates its tokens chain to.
+    tsa_url: str | None = None
+    tsa_ca_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -47,11 +51,19 @@ class Settings:
             login_max_failures=_number(env, "WITNESS_LOGIN_MAX_FAILURES", 5, int),
             login_lockout_seconds=_number(env, "WITNESS_LOGIN_LOCKOUT_SECONDS", 900, int),
             totp_issuer=env.get("WITNESS_TOTP_ISSUER") or "Witness Sync",
+            tsa_url=env.get("WITNESS_TSA_URL") or None,
+            tsa_ca_file=Path(env["WITNESS_TSA_CA_FILE"]) if env.get("WITNESS_TSA_CA_FILE") else None,
         )
         values.update(overrides)
         settings = cls(**values)
         if settings.data_dir.resolve() == settings.keys_dir.resolve():
             raise ValueError("WITNESS_KEYS_DIR must not be WITNESS_DATA_DIR: keys live apart from data")
+        if settings.tsa_url is not None:
+            if not settings.tsa_url.startswith(("http://", "https://")):
+                raise ValueError(f"WITNESS_TSA_URL must be an http:// or https:// URL, not {settings.tsa_url!r}")
+            if settings.tsa_ca_file is None:
+                raise ValueError("WITNESS_TSA_URL needs WITNESS_TSA_CA_FILE: the PEM certificates its tokens "
+                                 "chain to, which every copy bundle carries so lawyers can verify the tokens")
         return settings
 
 
