@@ -37,6 +37,8 @@ PROTOCOL_ERRORS: dict[type, tuple[int, str]] = {
     domain.SecondFactorAlreadyOn: (409, "totp_already_enabled"),
     domain.WrongSecondFactor: (400, "invalid_totp_code"),
     domain.TooManyAttempts: (429, "too_many_attempts"),
+    domain.NotPending: (409, "copy_request_not_pending"),
+    domain.BundleNotReady: (409, "bundle_not_ready"),
 }
 
 _HTTP_CODES = {

@@ -108,3 +108,13 @@ class TooManyAttempts(WitnessError):
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NotPending(WitnessError):
+    """The copy request was already decided (or is being built): only a
+    pending request can be approved or denied, and a failed one approved
+    again."""
+
+
+class BundleNotReady(WitnessError):
+    """The copy request has no bundle (yet, or ever: denied or failed)."""

@@ -1,5 +1,6 @@
-"""Background work: idle finalization and storage reconciliation, run by
-APScheduler in exactly one process however many gunicorn workers serve.
+"""Background work: idle finalization, copy bundle builds and storage
+reconciliation, run by APScheduler in exactly one process however many
+gunicorn workers serve.
 
 Every process that starts the app calls `start_background_jobs`; each starts
 a daemon thread that waits for an exclusive `flock` on
@@ -19,6 +20,7 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .archive import Archive
+from .copies import build_approved_bundles, resume_interrupted_builds
 from .finalize import finalize_due_recordings
 from .reconcile import reconcile_storage
 
@@ -60,6 +62,10 @@ class BackgroundJobs:
                           id="finalize", max_instances=1, coalesce=True)
         scheduler.add_job(run_reconcile, "interval", args=[self.archive], seconds=_RECONCILE_EVERY_SECONDS,
                           id="reconcile", max_instances=1, coalesce=True)
+        # Its own job, so a long build never holds up finalization.
+        scheduler.add_job(run_bundle_builds, "interval", args=[self.archive],
+                          seconds=self.archive.settings.scheduler_interval_seconds,
+                          id="bundles", max_instances=1, coalesce=True)
         scheduler.start()
         self.scheduler = scheduler
         self.is_leader.set()
@@ -82,6 +88,11 @@ def run_startup_jobs(archive: Archive) -> None:
     finalize whatever became due while no process was leading."""
     run_reconcile(archive)
     run_finalizer(archive)
+    try:
+        if resumed := resume_interrupted_builds(archive):
+            log.warning("%d copy bundle build(s) were interrupted and will be built again", resumed)
+    except Exception:
+        log.exception("resuming interrupted bundle builds failed")
 
 
 def run_finalizer(archive: Archive) -> None:
@@ -90,6 +101,14 @@ def run_finalizer(archive: Archive) -> None:
             log.info("finalized %s as manifest version %d", recording_id, version)
     except Exception:
         log.exception("finalization failed")
+
+
+def run_bundle_builds(archive: Archive) -> None:
+    try:
+        for request_id in build_approved_bundles(archive):
+            log.info("built the bundle of copy request %s", request_id)
+    except Exception:
+        log.exception("building copy bundles failed")
 
 
 def run_reconcile(archive: Archive) -> None:

@@ -13,6 +13,8 @@ organisation" column.
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import itertools
 import re
 import time
@@ -76,6 +78,28 @@ class World:
         assert self.recording.put(0, self.recording.chunk(0)).status_code == 201
         assert self.recording.put(1, self.recording.chunk(1, final=True), final=True).status_code == 201
         server.wait_for(lambda: self.recording.status().json()["manifest_version"] == 1)
+
+    def new_copy_request(self) -> dict:
+        """A pending copy request by A's lawyer for A's recording."""
+        answer = requests.post(f"{self.server.url}/v1/recordings/{self.recording.id}/copy-requests",
+                               headers=self.a_staff["lawyer"].auth,
+                               json={"case_reference": "perm case", "purpose": "matrix"})
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+    @functools.cached_property
+    def ready_copy_request(self) -> dict:
+        """A's lawyer's request, approved by A's custodian, its bundle built."""
+        request = self.new_copy_request()
+        answer = requests.post(f"{self.server.url}/v1/copy-requests/{request['request_id']}/approve",
+                               headers=self.a_staff["custodian"].auth)
+        assert answer.status_code == 200, answer.text
+
+        def ready():
+            found = requests.get(f"{self.server.url}/v1/copy-requests/{request['request_id']}",
+                                 headers=self.a_staff["lawyer"].auth).json()
+            return found if found["state"] == "ready" else None
+        return self.server.wait_for(ready)
 
     def new_code(self, custodian: Staff) -> dict:
         answer = requests.post(self.server.url + "/v1/enrollment-codes", headers=custodian.auth, json={"note": "t"})
@@ -321,6 +345,64 @@ def _manifest_sig(world, column, caller):
 @endpoint("GET /v1/recordings/{recording_id}/manifest.tsr")
 def _manifest_tsr(world, column, caller):
     return Call("GET", f"/v1/recordings/{world.recording.id}/manifest.tsr", {})
+
+
+# -- copies ---------------------------------------------------------------------
+
+@endpoint("POST /v1/recordings/{recording_id}/copy-requests")
+def _request_copy(world, column, caller):
+    def made_only_if_allowed(answer):
+        mine = requests.get(f"{world.server.url}/v1/copy-requests", params={"state": "pending", "limit": 200},
+                            headers=world.a_staff["custodian"].auth).json()["copy_requests"]
+        assert any(r["case_reference"] == case for r in mine) is (answer.status_code == 201)
+    case = f"perm case {next(world.numbers)}"
+    return Call("POST", f"/v1/recordings/{world.recording.id}/copy-requests",
+                {"json": {"case_reference": case, "purpose": "matrix"}}, made_only_if_allowed,
+                also_after_refusal=True)
+
+
+@endpoint("GET /v1/copy-requests", holds_a=lambda world, body: any(
+    item["request_id"] == world.ready_copy_request["request_id"] for item in body["copy_requests"]))
+def _list_copy_requests(world, column, caller):
+    world.ready_copy_request  # noqa: B018 - made before the list is read
+    return Call("GET", "/v1/copy-requests", {"params": {"limit": 200}})
+
+
+@endpoint("GET /v1/copy-requests/{request_id}")
+def _copy_request(world, column, caller):
+    request_id = world.ready_copy_request["request_id"]
+    return Call("GET", f"/v1/copy-requests/{request_id}", {})
+
+
+def _decision(world, verdict: str, state: str) -> Call:
+    request_id = world.new_copy_request()["request_id"]
+
+    def decided_only_if_allowed(answer):
+        now = requests.get(f"{world.server.url}/v1/copy-requests/{request_id}",
+                           headers=world.a_staff["custodian"].auth).json()["state"]
+        assert (now != "pending") is (answer.status_code == 200)
+        assert now in (("pending",) if answer.status_code != 200 else (state, "building", "ready"))
+    return Call("POST", f"/v1/copy-requests/{request_id}/{verdict}", {"json": {"reason": "matrix"}},
+                decided_only_if_allowed, also_after_refusal=True)
+
+
+@endpoint("POST /v1/copy-requests/{request_id}/approve")
+def _approve(world, column, caller):
+    return _decision(world, "approve", "approved")
+
+
+@endpoint("POST /v1/copy-requests/{request_id}/deny")
+def _deny(world, column, caller):
+    return _decision(world, "deny", "denied")
+
+
+@endpoint("GET /v1/copy-requests/{request_id}/bundle")
+def _bundle(world, column, caller):
+    request = world.ready_copy_request
+
+    def is_the_bundle(answer):
+        assert hashlib.sha256(answer.content).hexdigest() == request["bundle"]["sha256"]
+    return Call("GET", f"/v1/copy-requests/{request['request_id']}/bundle", {}, is_the_bundle)
 
 
 # -- custodians ----------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""The copies audience: lawyers request signed copies of recordings and
+download the bundles; custodians approve or deny. The domain rules (who sees
+what, the states, the audit entries) live in `sync.copies`."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, request, send_file
+
+from sync import copies
+from sync.ingest import parse_recording_id
+
+from .auth import archive, require_role
+from .requests import has_body, json_body, path_recording_id, query_limit
+
+bp = Blueprint("copies", __name__)
+LAWYER, CUSTODIAN = copies.LAWYER, copies.CUSTODIAN
+
+
+def _who() -> copies.StaffMember:
+    return copies.StaffMember(username=g.account["username"], role=g.role, organisation_id=g.organisation_id)
+
+
+@bp.post("/v1/recordings/<recording_id>/copy-requests")
+@require_role(LAWYER)
+def request_copy(recording_id: str):
+    """A lawyer asks for a signed copy, with a case reference and purpose."""
+    return jsonify(copies.request_copy(archive(), _who(), path_recording_id(recording_id), json_body())), 201
+
+
+@bp.get("/v1/copy-requests")
+@require_role(LAWYER, CUSTODIAN)
+def list_copy_requests():
+    """A lawyer's own requests, or all of the organisation's for a custodian."""
+    recording_id = request.args.get("recording_id")
+    found, next_cursor = copies.list_copy_requests(
+        archive(), _who(), state=request.args.get("state"),
+        recording_id=parse_recording_id(recording_id) if recording_id is not None else None,
+        limit=query_limit(), cursor=request.args.get("cursor"))
+    return jsonify(copy_requests=found, next_cursor=next_cursor)
+
+
+@bp.get("/v1/copy-requests/<request_id>")
+@require_role(LAWYER, CUSTODIAN)
+def copy_request(request_id: str):
+    """One request: its state, decision and, once ready, its bundle."""
+    return jsonify(copies.copy_request(archive(), _who(), copies.parse_request_id(request_id)))
+
+
+@bp.post("/v1/copy-requests/<request_id>/approve")
+@require_role(CUSTODIAN)
+def approve(request_id: str):
+    """Approve (optionally with a `reason`); the bundle is then built."""
+    body = json_body() if has_body() else {}
+    return jsonify(copies.approve(archive(), _who(), copies.parse_request_id(request_id), body))
+
+
+@bp.post("/v1/copy-requests/<request_id>/deny")
+@require_role(CUSTODIAN)
+def deny(request_id: str):
+    """Deny, with a `reason`; no bundle is ever built."""
+    return jsonify(copies.deny(archive(), _who(), copies.parse_request_id(request_id), json_body()))
+
+
+@bp.get("/v1/copy-requests/<request_id>/bundle")
+@require_role(LAWYER, CUSTODIAN)
+def bundle(request_id: str):
+    """The bundle zip, once ready; `Range` honoured for resumed downloads."""
+    path, found = copies.bundle_download(archive(), _who(), copies.parse_request_id(request_id))
+    response = send_file(path, mimetype="application/zip", as_attachment=True,
+                         download_name=found["bundle"]["filename"], conditional=True, etag=found["bundle"]["sha256"])
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
