@@ -199,8 +199,11 @@ def verify_chain(archive: Archive) -> ChainReport:
             return _broken(report, row["id"], f"entry {row['id']} was edited: its fields no longer hash to "
                                               "its sha256")
         recording_id = row["recording_id"]
-        if recording_id is not None and row["recording_prev_sha256"] is not None:
-            if row["recording_prev_sha256"] != recording_heads.get(recording_id, GENESIS):
+        if recording_id is not None:
+            # Entries from before recordings had chains of their own carry no
+            # link, but the first linked entry links to the newest of them.
+            if (row["recording_prev_sha256"] is not None
+                    and row["recording_prev_sha256"] != recording_heads.get(recording_id, GENESIS)):
                 return _broken(report, row["id"], f"entry {row['id']} does not link to the previous entry "
                                                   f"about recording {recording_id}")
             recording_heads[recording_id] = row["sha256"]
