@@ -459,6 +459,7 @@ the organisation publishes (its server answers them at `/v1/keys`):
 
 ```
 openssl pkey -pubin -in {SIGNING_KEY} -outform DER | openssl dgst -sha256
+openssl x509 -in {TSA_CHAIN} -noout -subject -fingerprint -sha256
 openssl crl2pkcs7 -nocrl -certfile {TSA_CHAIN} | openssl pkcs7 -print_certs -noout
 ```
 """

@@ -147,6 +147,7 @@ class _Context:
         self.key: Ed25519PublicKey | None = None
         self.manifests: list[tuple[bytes, dict]] = []
         self.chunk_digests: list[bytes] | None = None
+        self.tsa_roots: set[str] = set()
 
     def need(self, value, what: str):
         if value is None or value == []:
@@ -395,9 +396,11 @@ def _check_entry(line: bytes, number: int, previous: str, linked: bool, recordin
 
 def _token(chain: bytes, name: str, digest: bytes, ctx: _Context, what: str):
     try:
-        return verify_time_stamp(ctx.bundle.read(name), digest, chain)
+        facts = verify_time_stamp(ctx.bundle.read(name), digest, chain)
     except TimeStampInvalid as exc:
         raise CheckFailed(f"{what} does not verify: {exc}") from None
+    ctx.tsa_roots.add(facts.root_sha256)
+    return facts
 
 
 def _canonical_object(raw: bytes, name: str) -> dict:
@@ -433,6 +436,8 @@ def _facts(ctx: _Context) -> list[str]:
     if ctx.key is not None:
         der = ctx.key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         facts.append(f"Server signing key SHA-256 fingerprint: {hashlib.sha256(der).hexdigest()}")
+    for root in sorted(ctx.tsa_roots):
+        facts.append(f"Time-stamping root certificate SHA-256 fingerprint: {root}")
     return facts
 
 

@@ -343,3 +343,37 @@ def test_verifier_needs_no_network(gappy_bundle, tmp_path):
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([str(VERIFY_SCRIPT), str(bundle)], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_damaged_chunk_fails_the_build_and_approving_again_copies_the_gap(server, people):
+    lawyer, custodian = people["lawyer"], people["custodian"]
+    phone = Phone(server)
+    recording = phone.create_recording()
+    for index in range(3):
+        recording.put(index, recording.chunk(index, final=index == 2), final=index == 2)
+    server.wait_for(lambda: recording.status().json()["manifest_version"] == 1)
+    # The disk damages chunk 1 after it was acknowledged and signed for.
+    (stored,) = (server.data_dir / "chunks" / recording.id).glob("0000000001-*")
+    damaged = bytearray(stored.read_bytes())
+    damaged[10] ^= 0xFF
+    stored.write_bytes(bytes(damaged))
+
+    request = ask_for_copy(server, lawyer, recording.id)
+    decide(server, custodian, request["request_id"], "approve")
+    failed = wait_until_ready(server, lawyer, request["request_id"])
+    assert failed["state"] == "failed" and "chunk 1" in failed["failure"] and failed["bundle"] is None
+    answer = requests.get(f"{server.url}/v1/copy-requests/{request['request_id']}/bundle", headers=lawyer.auth)
+    assert answer.status_code == 409 and answer.json()["error"] == "bundle_not_ready"
+    # The damage made the recording due again: version 2 lists chunk 1 as a gap.
+    server.wait_for(lambda: recording.status().json()["manifest_version"] == 2)
+    again = decide(server, custodian, request["request_id"], "approve", reason="retry after the gap was signed")
+    assert again.status_code == 200 and again.json()["failure"] is None
+    ready = wait_until_ready(server, lawyer, request["request_id"])
+    assert ready["state"] == "ready" and ready["manifest_version"] == 2
+    with zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/v1/copy-requests/{request['request_id']}/bundle",
+                                                 headers=lawyer.auth).content)) as zf:
+        (name,) = [n for n in zf.namelist() if n.endswith("manifests/v2/manifest.json")]
+        assert json.loads(zf.read(name))["gaps"] == [[1, 1]]
+        (log_name,) = [n for n in zf.namelist() if n.endswith("custody-log.jsonl")]
+        actions = [json.loads(line)["action"] for line in zf.read(log_name).splitlines()]
+    assert actions.count("copy.approved") == 2 and "copy.failed" in actions and "chunk.damaged" in actions
