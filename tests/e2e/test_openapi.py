@@ -16,10 +16,12 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import io
 import json
 import re
 import time
 import uuid
+import zipfile
 from urllib.parse import urlsplit
 
 import jwt as pyjwt
@@ -234,11 +236,23 @@ FLOWS: dict[str, set[tuple[str, int]]] = {
         ("listAuditEntries", 400), ("listAuditEntries", 401), ("listAuditEntries", 403), ("getRecording", 404),
         ("getRecordingStatus", 401), ("getRecordingStatus", 404),
     },
+    "copies": {
+        ("requestCopy", 201), ("requestCopy", 400), ("requestCopy", 401), ("requestCopy", 403), ("requestCopy", 404),
+        ("listCopyRequests", 200), ("listCopyRequests", 400), ("listCopyRequests", 401), ("listCopyRequests", 403),
+        ("getCopyRequest", 200), ("getCopyRequest", 400), ("getCopyRequest", 401), ("getCopyRequest", 403),
+        ("getCopyRequest", 404), ("approveCopyRequest", 200), ("approveCopyRequest", 400),
+        ("approveCopyRequest", 401), ("approveCopyRequest", 403), ("approveCopyRequest", 404),
+        ("approveCopyRequest", 409), ("denyCopyRequest", 200), ("denyCopyRequest", 400), ("denyCopyRequest", 403),
+        ("denyCopyRequest", 404), ("denyCopyRequest", 409), ("getCopyBundle", 200), ("getCopyBundle", 206),
+        ("getCopyBundle", 304), ("getCopyBundle", 400), ("getCopyBundle", 403), ("getCopyBundle", 404),
+        ("getCopyBundle", 409), ("getCopyBundle", 416), ("listAuditEntries", 200),
+    },
     "second factor": {
         ("getCurrentAccount", 200), ("startTotpSetup", 200), ("confirmTotp", 200), ("listStaff", 403),
         ("listStaff", 200), ("listRecordings", 403), ("getRecording", 403), ("getRecordingStatus", 403),
         ("getManifest", 403), ("getManifestSignature", 403), ("getFootage", 403), ("listAuditEntries", 403),
-        ("logout", 204),
+        ("listCopyRequests", 403), ("getCopyRequest", 403), ("getCopyBundle", 403), ("approveCopyRequest", 403),
+        ("denyCopyRequest", 403), ("requestCopy", 403), ("logout", 204),
     },
 }
 
@@ -991,6 +1005,190 @@ def test_running_an_organisation_matches_the_document(server, conformance):
     assert_flow_seen(conformance, "organisation")
 
 
+# -- copies for lawyers ----------------------------------------------------
+
+def test_copies_for_lawyers_match_the_document(server, conformance):
+    url = server.url
+    lawyer = Staff(server, "copies-lawyer", "lawyer")
+    other_lawyer = Staff(server, "copies-other-lawyer", "lawyer")
+    custodian = Staff(server, "copies-custodian", "custodian")
+    observer = Staff(server, "copies-observer", "observer")
+    phone = Phone(server)
+    recording = phone.create_recording()
+    footage = b"what the phone saw, byte for byte"
+    assert recording.put(0, recording.chunk(0, footage, final=True), final=True).status_code == 201
+
+    def get(path: str, staff: Staff = lawyer, headers: dict | None = None, **params) -> requests.Response:
+        return requests.get(url + path, params=params, headers={**staff.auth, **(headers or {})})
+
+    def post(path: str, staff: Staff, headers: dict | None = None, **kwargs) -> requests.Response:
+        return requests.post(url + path, headers={**staff.auth, **(headers or {})}, **kwargs)
+
+    def refused(response: requests.Response, status: int, code: str) -> None:
+        assert (response.status_code, error_of(response)) == (status, code), \
+            f"{response.request.method} {response.request.url}"
+
+    def listed(staff: Staff, **params) -> dict:
+        answer = get("/v1/copy-requests", staff, **params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def ids(page: dict) -> list[str]:
+        return [request["request_id"] for request in page["copy_requests"]]
+
+    # A lawyer asks; the fields are checked before the recording is looked up.
+    ask_path = f"/v1/recordings/{recording.id}/copy-requests"
+    body = {"case_reference": "  People v. Roe, No. 26-CR-77  ",
+            "purpose": "Disclosure to defence counsel.\n\tExhibit 4."}
+    asked = post(ask_path, lawyer, json=body)
+    assert asked.status_code == 201
+    request = asked.json()
+    rid = request["request_id"]
+    assert (request["state"], request["recording_id"], request["requested_by"]) == \
+        ("pending", recording.id, "copies-lawyer")
+    assert (request["case_reference"], request["purpose"]) == ("People v. Roe, No. 26-CR-77", body["purpose"].strip())
+    assert [request[field] for field in ("decided_by", "decided_at", "decision_reason", "manifest_version",
+                                         "failure", "bundle")] == [None] * 6
+    request_path = f"/v1/copy-requests/{rid}"
+    assert get(request_path).json() == request
+    for sent, code in [
+        ({"purpose": "x"}, "invalid_case_reference"), ({**body, "case_reference": "a\nb"}, "invalid_case_reference"),
+        ({**body, "case_reference": "x" * 201}, "invalid_case_reference"), ({**body, "purpose": ""}, "invalid_purpose"),
+        ({**body, "purpose": "x" * 2001}, "invalid_purpose"), ({**body, "purpose": 7}, "invalid_purpose"),
+        ({**body, "pad": "x" * 70_000}, "body_too_large"),
+    ]:
+        refused(post(f"/v1/recordings/{uuid.uuid4()}/copy-requests", lawyer, json=sent), 400, code)
+    refused(post(ask_path, lawyer, data="[]", headers={"Content-Type": "application/json"}), 400, "invalid_body")
+    refused(post(ask_path, lawyer), 400, "invalid_body")
+    refused(post(f"/v1/recordings/{recording.id.upper()}/copy-requests", lawyer, json=body), 400,
+            "invalid_recording_id")
+    refused(post(f"/v1/recordings/{uuid.uuid4()}/copy-requests", lawyer, json=body), 404, "not_found")
+    for not_a_lawyer in (custodian, observer):
+        refused(post(ask_path, not_a_lawyer, json=body), 403, "forbidden")
+    refused(requests.post(url + ask_path, json=body, headers=phone.auth), 403, "forbidden")
+    refused(requests.post(url + ask_path, json=body), 401, "unauthorized")
+    second = post(ask_path, lawyer, json={**body, "purpose": "A second look."}).json()
+    denied_path = f"/v1/copy-requests/{second['request_id']}"
+
+    # Who sees which requests: a lawyer their own, a custodian the organisation's.
+    refused(get(request_path, other_lawyer), 404, "not_found")
+    refused(get(request_path + "/bundle", other_lawyer), 404, "not_found")
+    refused(get(f"/v1/copy-requests/{uuid.uuid4()}"), 404, "not_found")
+    refused(get(f"/v1/copy-requests/{uuid.uuid4()}/bundle", custodian), 404, "not_found")
+    refused(get("/v1/copy-requests/not-a-uuid"), 400, "invalid_request_id")
+    refused(get(f"/v1/copy-requests/{rid.upper()}/bundle"), 400, "invalid_request_id")
+    refused(get(request_path, observer), 403, "forbidden")
+    refused(get(request_path + "/bundle", observer), 403, "forbidden")
+    refused(requests.get(url + request_path), 401, "unauthorized")
+    both = {rid, second["request_id"]}
+    assert set(ids(listed(lawyer, recording_id=recording.id))) == both
+    assert listed(other_lawyer, recording_id=recording.id) == {"copy_requests": [], "next_cursor": None}
+    assert set(ids(listed(custodian, recording_id=recording.id, state="pending"))) == both
+    assert ids(listed(custodian, recording_id=recording.id, state="ready")) == []
+    assert ids(listed(custodian, recording_id=str(uuid.uuid4()))) == []
+    first_page = listed(lawyer, recording_id=recording.id, limit=1)
+    assert len(first_page["copy_requests"]) == 1 and first_page["next_cursor"]
+    last_page = listed(lawyer, recording_id=recording.id, limit=1, cursor=first_page["next_cursor"])
+    assert set(ids(first_page) + ids(last_page)) == both and last_page["next_cursor"] is None
+    assert first_page["copy_requests"][0]["created_at"] >= last_page["copy_requests"][0]["created_at"]
+    for params, code in [
+        ({"state": "lost"}, "invalid_state"), ({"state": "pending,ready"}, "invalid_state"),
+        ({"recording_id": "abc"}, "invalid_recording_id"), ({"limit": "0"}, "invalid_limit"),
+        ({"limit": "201"}, "invalid_limit"), ({"cursor": "garbage"}, "invalid_cursor"),
+    ]:
+        refused(get("/v1/copy-requests", custodian, **params), 400, code)
+    refused(get("/v1/copy-requests", observer), 403, "forbidden")
+    refused(requests.get(url + "/v1/copy-requests", headers=phone.auth), 403, "forbidden")
+    refused(requests.get(url + "/v1/copy-requests"), 401, "unauthorized")
+
+    # Nothing to download before a custodian decides; only custodians decide.
+    refused(get(request_path + "/bundle"), 409, "bundle_not_ready")
+    refused(post(request_path + "/approve", lawyer), 403, "forbidden")
+    refused(post(denied_path + "/deny", lawyer, json={"reason": "mine"}), 403, "forbidden")
+    refused(requests.post(url + request_path + "/approve"), 401, "unauthorized")
+    refused(post(request_path + "/approve", custodian, json={"reason": 7}), 400, "invalid_reason")
+    refused(post(request_path + "/approve", custodian, data="yes", headers={"Content-Type": "text/plain"}), 400,
+            "invalid_body")
+    refused(post(denied_path + "/deny", custodian, json={}), 400, "invalid_reason")
+    refused(post(denied_path + "/deny", custodian, json={"reason": None}), 400, "invalid_reason")
+    refused(post(denied_path + "/deny", custodian), 400, "invalid_body")
+    refused(post("/v1/copy-requests/abc/approve", custodian), 400, "invalid_request_id")
+    refused(post("/v1/copy-requests/abc/deny", custodian, json={"reason": "no"}), 400, "invalid_request_id")
+    refused(post(f"/v1/copy-requests/{uuid.uuid4()}/approve", custodian), 404, "not_found")
+    refused(post(f"/v1/copy-requests/{uuid.uuid4()}/deny", custodian, json={"reason": "no"}), 404, "not_found")
+
+    # A denial is final: no bundle, no second decision.
+    denied = post(denied_path + "/deny", custodian, json={"reason": "No case is open for this."})
+    assert denied.status_code == 200
+    assert (denied.json()["state"], denied.json()["decided_by"], denied.json()["decision_reason"]) == \
+        ("denied", "copies-custodian", "No case is open for this.")
+    assert denied.json()["decided_at"] and denied.json()["bundle"] is None
+    refused(post(denied_path + "/approve", custodian), 409, "copy_request_not_pending")
+    refused(post(denied_path + "/deny", custodian, json={"reason": "Again."}), 409, "copy_request_not_pending")
+    refused(get(denied_path + "/bundle"), 409, "bundle_not_ready")
+
+    # An approval (the body is optional), then the scheduler builds the bundle.
+    approved = post(request_path + "/approve", custodian)
+    assert approved.status_code == 200
+    assert approved.json()["state"] in ("approved", "building", "ready")
+    assert (approved.json()["decided_by"], approved.json()["decision_reason"]) == ("copies-custodian", None)
+    refused(post(request_path + "/approve", custodian, json={"reason": "Twice."}), 409, "copy_request_not_pending")
+    refused(post(request_path + "/deny", custodian, json={"reason": "Changed my mind."}), 409,
+            "copy_request_not_pending")
+    ready = server.wait_for(lambda: (r := get(request_path).json())["state"] in ("ready", "failed") and r)
+    assert ready["state"] == "ready", ready
+    assert ready["manifest_version"] == 1 and ready["failure"] is None
+    assert ids(listed(custodian, recording_id=recording.id, state="ready")) == [rid]
+    bundle = ready["bundle"]
+    assert bundle["url"] == request_path + "/bundle" and bundle["filename"].startswith(f"witness-copy-{recording.id}-")
+
+    # The download, whole, resumed, unchanged, and out of range.
+    whole = get(bundle["url"])
+    assert whole.status_code == 200 and whole.headers["Content-Type"] == "application/zip"
+    assert (len(whole.content), hashlib.sha256(whole.content).hexdigest()) == (bundle["size"], bundle["sha256"])
+    assert whole.headers["ETag"] == f'"{bundle["sha256"]}"'
+    assert whole.headers["Content-Disposition"] == f"attachment; filename={bundle['filename']}"
+    with zipfile.ZipFile(io.BytesIO(whole.content)) as bundle_zip:
+        names = set(bundle_zip.namelist())
+        folder = f"witness-copy-{rid}/"
+        assert {folder + name for name in ("footage.mp4", "manifests/v1/manifest.json", "manifests/v1/manifest.sig",
+                                           "manifests/v1/manifest.tsr", "signing.pub.pem", "tsa-chain.pem",
+                                           "custody-log.jsonl", "custody-log.jsonl.tsr", "CERTIFICATION.md",
+                                           "VERIFY.md", "copy.json", "copy.json.sig")} <= names
+        assert bundle_zip.read(folder + "footage.mp4") == footage
+        assert b"People v. Roe" in bundle_zip.read(folder + "copy.json")
+    size = bundle["size"]
+    resumed = get(bundle["url"], headers={"Range": "bytes=100-", "If-Range": whole.headers["ETag"]})
+    assert resumed.status_code == 206 and resumed.content == whole.content[100:]
+    assert resumed.headers["Content-Range"] == f"bytes 100-{size - 1}/{size}"
+    changed = get(bundle["url"], headers={"Range": "bytes=100-", "If-Range": '"another zip"'})
+    assert changed.status_code == 200 and changed.content == whole.content
+    unchanged = get(bundle["url"], custodian, headers={"If-None-Match": whole.headers["ETag"]})
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    refused(get(bundle["url"], headers={"Range": f"bytes={size}-"}), 416, "range_not_satisfiable")
+    by_custodian = get(bundle["url"], custodian)
+    assert by_custodian.status_code == 200 and by_custodian.content == whole.content
+
+    # Every step is in the recording's audit log.
+    entries = get("/v1/audit", custodian, recording_id=recording.id, order="asc").json()["entries"]
+    steps = [(e["action"], e["actor"], e["detail"].get("request_id")) for e in entries
+             if e["action"].startswith("copy.")]
+    assert steps[:6] == [
+        ("copy.requested", "staff:copies-lawyer", rid),
+        ("copy.requested", "staff:copies-lawyer", second["request_id"]),
+        ("copy.denied", "staff:copies-custodian", second["request_id"]),
+        ("copy.approved", "staff:copies-custodian", rid), ("copy.build_started", "system", rid),
+        ("copy.ready", "system", rid)]
+    assert {action for action, _, _ in steps[6:]} == {"copy.downloaded"}
+    assert {actor for _, actor, _ in steps[6:]} == {"staff:copies-lawyer", "staff:copies-custodian"}
+    details = {(e["action"], e["detail"].get("request_id")): e["detail"] for e in entries}
+    assert details[("copy.requested", rid)]["case_reference"] == "People v. Roe, No. 26-CR-77"
+    assert details[("copy.requested", rid)]["purpose"] == body["purpose"].strip()
+    assert details[("copy.denied", second["request_id"])]["reason"] == "No case is open for this."
+    assert details[("copy.ready", rid)]["bundle_sha256"] == bundle["sha256"]
+    assert_flow_seen(conformance, "copies")
+
+
 def test_a_required_second_factor_matches_the_document(strict_server, strict_conformance):
     url = strict_server.url
     custodian = Staff(strict_server, "strict-custodian", "custodian")  # logging in and /me still answer
@@ -999,9 +1197,18 @@ def test_a_required_second_factor_matches_the_document(strict_server, strict_con
     recording = phone.create_recording()
     for path in ("/v1/staff", "/v1/recordings", "/v1/audit", f"/v1/recordings/{recording.id}",
                  f"/v1/recordings/{recording.id}/status", f"/v1/recordings/{recording.id}/manifest",
-                 f"/v1/recordings/{recording.id}/manifest.sig", f"/v1/recordings/{recording.id}/media"):
+                 f"/v1/recordings/{recording.id}/manifest.sig", f"/v1/recordings/{recording.id}/media",
+                 "/v1/copy-requests", f"/v1/copy-requests/{uuid.uuid4()}", f"/v1/copy-requests/{uuid.uuid4()}/bundle"):
         blocked = requests.get(url + path, headers=custodian.auth)
         assert (blocked.status_code, error_of(blocked)) == (403, "totp_setup_required"), path
+    for verdict in ("approve", "deny"):
+        blocked = requests.post(f"{url}/v1/copy-requests/{uuid.uuid4()}/{verdict}", json={"reason": "Because."},
+                                headers=custodian.auth)
+        assert (blocked.status_code, error_of(blocked)) == (403, "totp_setup_required"), verdict
+    # Asking for a copy is a lawyer's: the role is refused before the second factor is looked at.
+    not_a_lawyer = requests.post(f"{url}/v1/recordings/{recording.id}/copy-requests", headers=custodian.auth,
+                                 json={"case_reference": "A case", "purpose": "A purpose"})
+    assert (not_a_lawyer.status_code, error_of(not_a_lawyer)) == (403, "forbidden")
 
     setup = requests.post(url + "/v1/auth/totp", headers=custodian.auth)
     assert setup.status_code == 200
