@@ -4,12 +4,13 @@ what, the states, the audit entries) live in `sync.copies`."""
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, request, send_file
+from flask import Blueprint, Response, g, jsonify, request
 
 from sync import copies
 from sync.ingest import parse_recording_id
 
 from .auth import archive, require_role
+from .ranges import requested_range
 from .requests import has_body, json_body, path_recording_id, query_limit
 
 bp = Blueprint("copies", __name__)
@@ -50,8 +51,9 @@ def copy_request(request_id: str):
 @require_role(CUSTODIAN)
 def approve(request_id: str):
     """Approve (optionally with a `reason`); the bundle is then built."""
+    request_id = copies.parse_request_id(request_id)
     body = json_body() if has_body() else {}
-    return jsonify(copies.approve(archive(), _who(), copies.parse_request_id(request_id), body))
+    return jsonify(copies.approve(archive(), _who(), request_id, body))
 
 
 @bp.post("/v1/copy-requests/<request_id>/deny")
@@ -64,9 +66,11 @@ def deny(request_id: str):
 @bp.get("/v1/copy-requests/<request_id>/bundle")
 @require_role(LAWYER, CUSTODIAN)
 def bundle(request_id: str):
-    """The bundle zip, once ready; `Range` honoured for resumed downloads."""
-    path, found = copies.bundle_download(archive(), _who(), copies.parse_request_id(request_id))
-    response = send_file(path, mimetype="application/zip", as_attachment=True,
-                         download_name=found["bundle"]["filename"], conditional=True, etag=found["bundle"]["sha256"])
-    response.headers["Cache-Control"] = "private, no-store"
-    return response
+    """The bundle zip, once ready; a single `Range` is honoured, so an
+    interrupted download can resume."""
+    found = copies.ready_bundle(archive(), _who(), copies.parse_request_id(request_id))
+    wanted = requested_range(found.size, found.etag)
+    headers = {**wanted.headers(), "ETag": found.etag, "Cache-Control": "private, no-store",
+               "Content-Disposition": f'attachment; filename="{copies.bundle_filename(found.request)}"'}
+    body = copies.stream_bundle(archive(), _who(), found, wanted.start, wanted.end, partial=wanted.partial)
+    return Response(body, status=wanted.status, mimetype="application/zip", headers=headers)

@@ -11,6 +11,8 @@ from werkzeug.exceptions import HTTPException
 from sync import errors as domain
 from sync.footage import FootageDamaged
 
+from .ranges import RangeNotSatisfiable
+
 log = logging.getLogger("witness.server")
 
 # exception class -> (HTTP status, error code); InvalidInput carries its own code.
@@ -82,6 +84,11 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         code = _HTTP_CODES.get(exc.code or 500, "http_error")
         return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(RangeNotSatisfiable)
+    def _range(exc: RangeNotSatisfiable):
+        return error_response(416, "range_not_satisfiable", f"The body is {exc.total} bytes; ask for a range inside it.",
+                              {"Content-Range": f"bytes */{exc.total}", "Accept-Ranges": "bytes"})
 
     @app.errorhandler(FootageDamaged)
     def _damaged(exc: FootageDamaged):

@@ -4,7 +4,6 @@ its signed manifests. Every look at a recording is audited (in `sync`)."""
 from __future__ import annotations
 
 import itertools
-import re
 
 from flask import Blueprint, Response, g, jsonify, request
 
@@ -12,11 +11,10 @@ from sync import retrieval
 from sync.accounts import parse_device_id
 
 from .auth import STAFF_ROLES, archive, require_role
-from .errors import error_response
+from .ranges import requested_range
 from .requests import path_recording_id, query_bool, query_limit, query_positive_int, query_time
 
 bp = Blueprint("staff", __name__)
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 @bp.get("/v1/recordings")
@@ -79,32 +77,12 @@ def _manifest_part(recording_id: str, part: str, field: str, mimetype: str) -> R
 def media(recording_id: str):
     """The decrypted footage as held so far; honours a single `Range`."""
     view = retrieval.footage_view(archive(), g.viewer, path_recording_id(recording_id))
-    total = view.size
-    headers = {"Accept-Ranges": "bytes", "ETag": view.etag, "Cache-Control": "private, no-store"}
-    start, end, status = 0, total - 1, 200
-    range_header = request.headers.get("Range")
-    if_range = request.headers.get("If-Range")
-    if range_header and (if_range is None or if_range == view.etag):
-        match = _RANGE.match(range_header.strip())
-        # Anything but one well-formed byte range is ignored (RFC 9110 allows
-        # answering 200 with the whole footage), e.g. several ranges at once.
-        if match and (match.group(1) or match.group(2)):
-            if match.group(1):
-                start = int(match.group(1))
-                end = min(int(match.group(2)), total - 1) if match.group(2) else total - 1
-            else:  # suffix range: the last N bytes
-                start, end = max(total - int(match.group(2)), 0), total - 1
-            if start >= total or start > end:
-                return error_response(416, "range_not_satisfiable",
-                                      f"The footage is {total} bytes; ask for a range inside it.",
-                                      {"Content-Range": f"bytes */{total}", **headers})
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{total}"
-    headers["Content-Length"] = str(max(end - start + 1, 0))
-    pieces = retrieval.stream_footage(archive(), g.viewer, view, start, end, partial=status == 206)
+    wanted = requested_range(view.size, view.etag)
+    headers = {**wanted.headers(), "ETag": view.etag, "Cache-Control": "private, no-store"}
+    pieces = retrieval.stream_footage(archive(), g.viewer, view, wanted.start, wanted.end, partial=wanted.partial)
     # Decrypt the first piece before the headers go out, so a damaged chunk
     # there is still a JSON error. Damage found later can only cut the body
     # short of its Content-Length, which every HTTP client reports as an error.
     first = next(pieces, b"")
-    return Response(itertools.chain([first], pieces), status=status, content_type=view.content_type,
+    return Response(itertools.chain([first], pieces), status=wanted.status, content_type=view.content_type,
                     headers=headers)

@@ -21,6 +21,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from . import audit, bundle
 from .archive import Archive
@@ -147,16 +148,55 @@ def _decide(archive: Archive, who: StaffMember, request_id: str, state: str, rea
     return copy_request(archive, who, request_id)
 
 
-def bundle_download(archive: Archive, who: StaffMember, request_id: str) -> tuple[Path, dict]:
-    """`(path of the zip, request)` for a ready request the viewer may see,
-    audited as `copy.downloaded`. Raises `NotFound` and `BundleNotReady`."""
+@dataclass(frozen=True)
+class ReadyBundle:
+    """A ready request's bundle as found when the download began."""
+
+    path: Path
+    request: dict
+    size: int
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.request["bundle_sha256"]}"'
+
+
+def ready_bundle(archive: Archive, who: StaffMember, request_id: str) -> ReadyBundle:
+    """The bundle of a ready request the viewer may see. Raises `NotFound`
+    and `BundleNotReady`."""
     row = _visible_row(archive, who, request_id)
     path = bundle_path(archive, request_id)
-    if row["state"] != "ready" or not path.exists():
-        raise BundleNotReady(_not_ready_message(row))
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        size = None
+    if row["state"] != "ready" or size is None:
+        raise BundleNotReady(_not_ready_message(row) if row["state"] != "ready"
+                             else "The bundle file is no longer on the server; ask for a new copy.")
+    return ReadyBundle(path, row, size)
+
+
+def stream_bundle(archive: Archive, who: StaffMember, bundle: ReadyBundle, start: int, end: int, *,
+                  partial: bool) -> Iterator[bytes]:
+    """Audit the download (`copy.downloaded`, with the byte range) and return
+    the zip's bytes `start..end` (inclusive), read 1 MiB at a time."""
+    row = bundle.request
     audit.record(archive, actor=who.actor, action="copy.downloaded", recording_id=row["recording_id"],
-                 detail={"request_id": request_id, "bundle_sha256": row["bundle_sha256"]})
-    return path, public_request(row)
+                 detail={"request_id": row["id"], "bundle_sha256": row["bundle_sha256"], "first_byte": start,
+                         "last_byte": end, "bundle_size": bundle.size, "partial": partial})
+    return _read_range(bundle.path, start, end)
+
+
+def _read_range(path: Path, start: int, end: int, block: int = 1 << 20) -> Iterator[bytes]:
+    with open(path, "rb") as zipped:
+        zipped.seek(start)
+        left = end - start + 1
+        while left > 0:
+            data = zipped.read(min(block, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
 
 
 def _not_ready_message(row: dict) -> str:

@@ -22,6 +22,7 @@ import json
 import re
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -177,6 +178,10 @@ def verify_bundle(path: Path) -> Verification:
             detail, status = check(context), "passed"
         except CheckFailed as exc:
             detail, status = str(exc), "FAILED"
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            # A damaged zip (a bad download): its CRC or structure fails as
+            # a member is read.
+            detail, status = f"the bundle file is damaged and cannot be read whole ({exc})", "FAILED"
         except NotChecked as exc:
             detail, status = str(exc), "not checked"
         result.outcomes.append(Outcome(number, title, status, detail))

@@ -212,14 +212,49 @@ def test_any_changed_byte_of_any_member_fails_verification(gappy_bundle, tmp_pat
     assert "NOT VERIFIED: check" in failed.stdout and target.split("/", 1)[1] in failed.stdout
 
 
-def test_a_removed_or_added_custody_entry_or_file_fails(gappy_bundle, tmp_path):
+def test_a_damaged_zip_is_reported_not_crashed_on(gappy_bundle, tmp_path):
+    bundle, _, _ = gappy_bundle
+    raw = bytearray(bundle.read_bytes())
+    raw[len(raw) // 4] ^= 0xFF  # inside the footage's stored bytes: its CRC no longer matches
+    (tmp_path / "damaged.zip").write_bytes(bytes(raw))
+    done = subprocess.run([str(VERIFY_SCRIPT), str(tmp_path / "damaged.zip")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "NOT VERIFIED: check" in done.stdout
+
+
+def test_each_check_names_what_was_changed(gappy_bundle, tmp_path):
     bundle, _, _ = gappy_bundle
     folder = unzip(bundle, tmp_path / "unzipped")
+
+    def outcome(number: int):
+        return verify_bundle(folder).outcomes[number - 1]
+
     (folder / "notes.txt").write_text("added later")
-    assert "notes.txt" in verify_bundle(folder).first_failure.detail
+    assert outcome(2).status == "FAILED" and "notes.txt" in outcome(2).detail
     (folder / "notes.txt").unlink()
-    (folder / "manifests" / "v1" / "manifest.tsr").unlink()
-    assert verify_bundle(folder).first_failure is not None
+
+    log = folder / "custody-log.jsonl"
+    original = log.read_bytes()
+    lines = original.splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:2] + lines[3:]))  # one entry removed
+    assert outcome(9).status == "FAILED" and "does not link to the entry before it" in outcome(9).detail
+    edited = json.loads(lines[2])
+    edited["actor"] = "staff:someone-else"
+    log.write_bytes(b"".join(lines[:2] + [json.dumps(edited, sort_keys=True, separators=(",", ":")).encode() + b"\n"]
+                             + lines[3:]))
+    assert outcome(9).status == "FAILED" and "was changed" in outcome(9).detail
+    log.write_bytes(original)
+
+    token = folder / "manifests" / "v1" / "manifest.tsr"
+    original = token.read_bytes()
+    token.write_bytes((folder / "manifests" / "v2" / "manifest.tsr").read_bytes())  # a real token, other data
+    assert outcome(5).status == "FAILED" and "version 1" in outcome(5).detail
+    token.unlink()
+    assert outcome(5).status == "FAILED" and "missing" in outcome(5).detail
+    token.write_bytes(original)
+    assert verify_bundle(folder).first_failure is None
+
     missing = subprocess.run([str(VERIFY_SCRIPT), str(tmp_path / "nothing-here.zip")], capture_output=True,
                              text=True, timeout=60)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
