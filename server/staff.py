@@ -9,6 +9,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from sync import retrieval
 from sync.accounts import parse_device_id
+from sync.errors import InvalidInput
 
 from .auth import STAFF_ROLES, archive, require_role
 from .ranges import requested_range
@@ -62,8 +63,17 @@ def manifest_signature(recording_id: str):
 @bp.get("/v1/recordings/<recording_id>/manifest.tsr")
 @require_role(*STAFF_ROLES)
 def manifest_timestamp(recording_id: str):
-    """The RFC 3161 time-stamp response over the manifest bytes' SHA-256."""
-    return _manifest_part(recording_id, "timestamp", "tsr", "application/timestamp-reply")
+    """The RFC 3161 time-stamp response over the manifest bytes' SHA-256:
+    the built-in TSA's, or the external TSA's with `?tsa=external`."""
+    tsa = request.args.get("tsa", "builtin")
+    if tsa not in _TIME_STAMPS:
+        raise InvalidInput("invalid_tsa", "tsa must be builtin (the default) or external.")
+    part, field = _TIME_STAMPS[tsa]
+    return _manifest_part(recording_id, part, field, "application/timestamp-reply")
+
+
+# ?tsa= -> (the audited part, the manifest row's field)
+_TIME_STAMPS = {"builtin": ("timestamp", "tsr"), "external": ("external_timestamp", "external_tsr")}
 
 
 def _manifest_part(recording_id: str, part: str, field: str, mimetype: str) -> Response:

@@ -175,6 +175,7 @@ def signed_manifest(archive: Archive, recording_id: str, version: int | None = N
             raise NotFound(f"This recording has no manifest version {version}.")
     return {"version": row["version"], "body": bytes(row["body"]), "signature": bytes(row["signature"]),
             "sha256": row["sha256"], "state": row["state"],
-            "tsr": bytes(row["tsr"]) if row["tsr"] is not None else None}
+            "tsr": bytes(row["tsr"]) if row["tsr"] is not None else None,
+            "external_tsr": bytes(row["external_tsr"]) if row["external_tsr"] is not None else None}
 
 

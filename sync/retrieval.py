@@ -13,7 +13,7 @@ from typing import Iterator
 
 from . import audit, finalize, footage
 from .archive import Archive
-from .errors import InvalidInput, NotFound
+from .errors import InvalidInput, NotFound, NotReady
 from .ingest import index_ranges, missing_ranges, owned_recording
 from .paging import make_cursor, read_cursor, split_page
 
@@ -192,13 +192,22 @@ def stream_footage(archive: Archive, viewer: Viewer, view: FootageView, start: i
 
 def manifest_for(archive: Archive, viewer: Viewer, recording_id: str, version: int | None, *, part: str) -> dict:
     """A signed manifest version (`finalize.signed_manifest`), audited as
-    `manifest.downloaded` with `part` (`manifest`, `signature` or
-    `timestamp`). Raises `NotFound` and `NotReady` as `signed_manifest`
-    does, and `NotFound` for the time-stamp of a version made before the
-    server had a time-stamping authority."""
+    `manifest.downloaded` with `part` (`manifest`, `signature`,
+    `timestamp` or `external_timestamp`). Raises `NotFound` and `NotReady`
+    as `signed_manifest` does, and `NotFound` for the time-stamp of a
+    version made before the server had a time-stamping authority. For the
+    external TSA's token: `NotReady` while it has not been obtained yet,
+    `NotFound` when the server has no external TSA and the version none."""
     row = finalize.signed_manifest(archive, recording_id, version, organisation_id=viewer.organisation_id)
     if part == "timestamp" and row["tsr"] is None:
         raise NotFound(f"Manifest version {row['version']} was made before this server time-stamped manifests.")
+    if part == "external_timestamp" and row["external_tsr"] is None:
+        if archive.settings.tsa_url is None:
+            raise NotFound("This server has no external time-stamping authority (WITNESS_TSA_URL is not set), "
+                           f"and manifest version {row['version']} has no token from one.")
+        raise NotReady(f"Manifest version {row['version']} has no token from the external time-stamping authority "
+                       "yet: the server asks for one in the background and keeps trying while it is unreachable. "
+                       "Try again later.")
     audit.record(archive, actor=viewer.actor, action="manifest.downloaded", recording_id=recording_id,
                  detail={"version": row["version"], "part": part, "manifest_sha256": row["sha256"]})
     return row

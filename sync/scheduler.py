@@ -23,6 +23,7 @@ from .archive import Archive
 from .copies import build_approved_bundles, resume_interrupted_builds
 from .finalize import finalize_due_recordings
 from .reconcile import reconcile_storage
+from .timestamps import ExternalStampingJob, backfill_builtin_tokens
 
 log = logging.getLogger("witness.scheduler")
 # One line per tick would drown the log; failures are still logged by us.
@@ -66,6 +67,12 @@ class BackgroundJobs:
         scheduler.add_job(run_bundle_builds, "interval", args=[self.archive],
                           seconds=self.archive.settings.scheduler_interval_seconds,
                           id="bundles", max_instances=1, coalesce=True)
+        # The external TSA is asked here, after the manifest is committed,
+        # never inside finalization's write transaction.
+        if self.archive.settings.tsa_url is not None:
+            scheduler.add_job(ExternalStampingJob(self.archive), "interval",
+                              seconds=self.archive.settings.scheduler_interval_seconds,
+                              id="external_time_stamps", max_instances=1, coalesce=True)
         scheduler.start()
         self.scheduler = scheduler
         self.is_leader.set()
@@ -84,9 +91,11 @@ def start_background_jobs(archive: Archive) -> BackgroundJobs:
 
 
 def run_startup_jobs(archive: Archive) -> None:
-    """What the leader does once when it takes over: reconcile storage, then
-    finalize whatever became due while no process was leading."""
+    """What the leader does once when it takes over: reconcile storage,
+    time-stamp manifest versions older than the built-in TSA, then finalize
+    whatever became due while no process was leading."""
     run_reconcile(archive)
+    run_time_stamp_backfill(archive)
     run_finalizer(archive)
     try:
         if resumed := resume_interrupted_builds(archive):
@@ -120,3 +129,12 @@ def run_reconcile(archive: Archive) -> None:
                         report.lost_chunks)
     except Exception:
         log.exception("reconciliation failed")
+
+
+def run_time_stamp_backfill(archive: Archive) -> None:
+    try:
+        if stamped := backfill_builtin_tokens(archive):
+            log.warning("%d manifest version(s) made before the built-in TSA existed were time-stamped now",
+                        len(stamped))
+    except Exception:
+        log.exception("time-stamping older manifest versions failed")

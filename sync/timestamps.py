@@ -1,0 +1,207 @@
+"""Time-stamps beyond the one the built-in TSA makes at finalization.
+
+An external TSA (`WITNESS_TSA_URL`): every manifest version also gets a
+token from an authority the organisation does not run, so the time does not
+rest on the server's own key alone. It is asked after the manifest is
+committed, by a scheduled job, never inside the finalization transaction:
+that transaction holds the database's write lock, and a TSA may take seconds
+to answer or be down for hours. Until it answers, the version simply has no
+external token (`manifests.external_tsr` is NULL); the job keeps asking,
+oldest versions first, and every token is verified (chain to
+`WITNESS_TSA_CA_FILE`, imprint, nonce) before it is kept.
+
+Back-fill: manifest versions made before the server had a built-in TSA get a
+built-in token once, when a process takes over the background jobs. Such a
+token is dated when it is made, not when the manifest was signed, and the
+audit log says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+from crypto.tsa import (TimeStampFacts, TimeStampInvalid, time_stamp, time_stamp_request,
+                        verify_time_stamp_reply)
+
+from . import audit
+from .archive import Archive
+from .timefmt import format_time
+
+log = logging.getLogger("witness.timestamps")
+
+REQUEST_TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds between bytes of the answer
+MAX_REPLY_BYTES = 256 * 1024  # a token with a long chain is a few KiB
+MAX_RETRY_DELAY_SECONDS = 300.0
+
+
+class TsaUnavailable(Exception):
+    """The external TSA could not be reached or did not answer with a reply."""
+
+
+@dataclass
+class StampingRun:
+    """What one `stamp_externally` run did: the `(recording_id, version)`
+    pairs stamped, and why it stopped early (None: nothing left to do)."""
+
+    stamped: list[tuple[str, int]] = field(default_factory=list)
+    failure: str | None = None
+
+
+def stamp_externally(archive: Archive, *, limit: int = 20) -> StampingRun:
+    """Ask the external TSA for a token for up to `limit` manifest versions
+    that have none, oldest first; verify and keep each, auditing it as
+    `manifest.time_stamped_externally` in the recording's custody log.
+
+    Stops at the first failure (TSA unreachable or answering with an error,
+    a reply that does not verify, an unreadable CA file), logs it and
+    reports it in `StampingRun.failure`: the rest wait for the next run.
+    Does nothing when no external TSA is configured. Raises only what the
+    records raise (`StorageFull`, `Busy`)."""
+    settings = archive.settings
+    run = StampingRun()
+    if settings.tsa_url is None:
+        return run
+    rows = archive.database.query(
+        """SELECT recording_id, version, sha256 FROM manifests WHERE external_tsr IS NULL
+           ORDER BY created_at, recording_id, version LIMIT ?""", [limit])
+    if not rows:
+        return run
+    try:
+        chain_pem = settings.tsa_ca_file.read_bytes()
+    except OSError as exc:
+        run.failure = f"cannot read WITNESS_TSA_CA_FILE {settings.tsa_ca_file}: {exc.strerror or exc}"
+        log.error("external time-stamps: %s", run.failure)
+        return run
+    for row in rows:
+        digest = bytes.fromhex(row["sha256"])
+        nonce = secrets.randbits(64) | 1  # positive, never zero
+        try:
+            reply = _ask(settings.tsa_url, time_stamp_request(digest, nonce))
+            facts = verify_time_stamp_reply(reply, digest, nonce, chain_pem)
+        except TsaUnavailable as exc:
+            run.failure = f"the time-stamping authority at {settings.tsa_url} is unavailable: {exc}"
+            log.warning("external time-stamps: %s; %d version(s) wait", run.failure, len(rows) - len(run.stamped))
+            return run
+        except TimeStampInvalid as exc:
+            run.failure = (f"the reply of {settings.tsa_url} for manifest {row['recording_id']} version "
+                           f"{row['version']} does not verify: {exc}")
+            log.error("external time-stamps: %s (is WITNESS_TSA_CA_FILE the root that TSA chains to?)",
+                      run.failure)
+            return run
+        if _keep_external_token(archive, row, reply, facts):
+            run.stamped.append((row["recording_id"], row["version"]))
+    return run
+
+
+def _ask(url: str, query: bytes) -> bytes:
+    try:
+        with requests.post(url, data=query, timeout=REQUEST_TIMEOUT, stream=True,
+                           headers={"Content-Type": "application/timestamp-query",
+                                    "Accept": "application/timestamp-reply"}) as answer:
+            if answer.status_code != 200:
+                raise TsaUnavailable(f"it answered HTTP {answer.status_code}")
+            body = bytearray()
+            for piece in answer.iter_content(64 * 1024):
+                body += piece
+                if len(body) > MAX_REPLY_BYTES:
+                    raise TsaUnavailable(f"its answer is larger than {MAX_REPLY_BYTES} bytes")
+            return bytes(body)
+    except requests.RequestException as exc:
+        raise TsaUnavailable(type(exc).__name__ + (f" ({exc})" if str(exc) else "")) from exc
+
+
+def _keep_external_token(archive: Archive, row: dict, reply: bytes, facts: TimeStampFacts) -> bool:
+    with archive.database.transaction() as db:
+        cursor = db.execute(
+            "UPDATE manifests SET external_tsr = ? WHERE recording_id = ? AND version = ? AND external_tsr IS NULL",
+            [reply, row["recording_id"], row["version"]])
+        if cursor.rowcount != 1:
+            return False
+        audit.append_entry(db, at=archive.now(), actor="system", action="manifest.time_stamped_externally",
+                           recording_id=row["recording_id"],
+                           detail={"version": row["version"], "manifest_sha256": row["sha256"],
+                                   "tsa_url": archive.settings.tsa_url, **_facts_detail(reply, facts)})
+    return True
+
+
+def _facts_detail(token: bytes, facts: TimeStampFacts) -> dict:
+    return {"token_sha256": hashlib.sha256(token).hexdigest(), "gen_time": format_time(facts.gen_time),
+            # As text: serial numbers run to 160 bits, past what JSON readers keep exactly.
+            "serial_number": str(facts.serial_number), "tsa_name": facts.tsa_name, "policy": facts.policy,
+            "root_sha256": facts.root_sha256}
+
+
+def backfill_builtin_tokens(archive: Archive, *, batch: int = 100) -> list[tuple[str, int]]:
+    """Give every manifest version without a built-in token (made before the
+    server had a TSA) one made now, audited as `manifest.time_stamp_backfilled`
+    with the token's time, so nobody mistakes it for one made at signing.
+    Returns the `(recording_id, version)` pairs stamped. Raises what the
+    records raise (`StorageFull`, `Busy`)."""
+    stamped = []
+    while True:
+        rows = archive.database.query(
+            "SELECT recording_id, version, sha256 FROM manifests WHERE tsr IS NULL ORDER BY created_at LIMIT ?",
+            [batch])
+        if not rows:
+            return stamped
+        for row in rows:
+            made_at = archive.clock()
+            token = time_stamp(archive.keys.tsa, bytes.fromhex(row["sha256"]), at=made_at)
+            with archive.database.transaction() as db:
+                cursor = db.execute(
+                    "UPDATE manifests SET tsr = ? WHERE recording_id = ? AND version = ? AND tsr IS NULL",
+                    [token, row["recording_id"], row["version"]])
+                if cursor.rowcount != 1:
+                    continue
+                audit.append_entry(db, at=archive.now(), actor="system", action="manifest.time_stamp_backfilled",
+                                   recording_id=row["recording_id"],
+                                   detail={"version": row["version"], "manifest_sha256": row["sha256"],
+                                           "tsa": "builtin", "gen_time": format_time(made_at),
+                                           "token_sha256": hashlib.sha256(token).hexdigest()})
+            stamped.append((row["recording_id"], row["version"]))
+
+
+class ExternalStampingJob:
+    """The scheduler's job: `stamp_externally` until nothing is left, never
+    raising. After a failed run it waits before asking again, doubling the
+    wait up to `MAX_RETRY_DELAY_SECONDS`, so a TSA that is down (or a public
+    one that rate-limits) is not asked every second."""
+
+    def __init__(self, archive: Archive, *, first_retry_seconds: float | None = None,
+                 monotonic=time.monotonic):
+        self.archive = archive
+        self.first_retry_seconds = first_retry_seconds or max(archive.settings.scheduler_interval_seconds, 1.0)
+        self._monotonic = monotonic
+        self._failures = 0
+        self._next_attempt = 0.0
+
+    def __call__(self) -> None:
+        if self._monotonic() < self._next_attempt:
+            return
+        try:
+            while True:
+                run = stamp_externally(self.archive)
+                for recording_id, version in run.stamped:
+                    log.info("external time-stamp kept for %s version %d", recording_id, version)
+                if run.failure is not None:
+                    self._failed()
+                    return
+                if self._failures:
+                    log.info("external time-stamps: the authority answers again")
+                    self._failures, self._next_attempt = 0, 0.0
+                if not run.stamped:
+                    return
+        except Exception:
+            log.exception("external time-stamping failed")
+            self._failed()
+
+    def _failed(self) -> None:
+        delay = min(self.first_retry_seconds * 2 ** self._failures, MAX_RETRY_DELAY_SECONDS)
+        self._failures += 1
+        self._next_attempt = self._monotonic() + delay
