@@ -2,7 +2,9 @@
 the Merkle tree, Ed25519 signing, and server key generation and loading.
 
 Imports only `cryptography` and the standard library. Every failed open or
-verify raises one exception, `InvalidEvidence`, and says no more.
+verify raises one exception, `InvalidEvidence`, and says no more; only its
+subclass `tsa.TimeStampInvalid` says why, because a time-stamp's reason for
+failing is what a court will ask about.
 """
 
 
