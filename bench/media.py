@@ -22,16 +22,28 @@ Both servers go through the same phases, with the same requests:
                (ABBA), bodies drained without hashing so the client costs
                little; spot checks of 4 KiB at random places.
 
+Then, for the witness server only (send_file has no equivalent), the copy
+bundle of the whole recording (docs/copies.md): `witness finalize-due` makes
+its first manifest in a process of its own, a lawyer and a custodian made
+with the CLI ask and approve, the worker's scheduler builds the zip (peak
+RSS, build time from the server's clock, MB/s of footage against the
+reference), the lawyer downloads it (peak RSS; SHA-256 against the
+request's `bundle.sha256`), and `python -m sync.verify` checks it in a
+process of its own (its peak RSS from GNU time's %M, its time, its exit
+code).
+
 Around every phase the worker's peak RSS is reset (`/proc/PID/clear_refs`)
 and read back (VmHWM), and VmRSS is sampled every 10 ms. A physical
 reference, AES-256-GCM decrypt + SHA-256 of 1 MiB chunks on one core in this
 process, is measured before and after.
 
 The plaintext lives on disk next to the server's data (streamed, never whole
-in memory); everything made here is deleted afterwards, the server logs stay.
+in memory), and so do the bundle and its downloaded copy: four times the
+footage size at most. Everything made here is deleted afterwards; the server
+logs and witness-verify's output stay.
 Nothing asserts on timings; it measures and prints markdown tables.
 
-    .venv/bin/python bench/media.py                  # the full run, about 2 minutes
+    .venv/bin/python bench/media.py                  # the full run, about 2-3 minutes
     .venv/bin/python bench/media.py --at-commit HEAD # the same, serving HEAD's tree, not the working tree
     .venv/bin/python bench/media.py --quick          # smoke run, 128 MiB, about 15 s
 """
@@ -87,6 +99,9 @@ SAMPLE_INTERVAL_S = 0.01          # VmRSS sampling period
 SPOT_BYTES = 4096                 # size of one spot check in drained downloads
 SPOTS_PER_DOWNLOAD = 16
 STAFF_USER, STAFF_PASSWORD = "bench-observer", "bench-observer-correct-horse-battery"
+LAWYER_USER, LAWYER_PASSWORD = "bench-lawyer", "bench-lawyer-correct-horse-battery"
+CUSTODIAN_USER, CUSTODIAN_PASSWORD = "bench-custodian", "bench-custodian-correct-horse-battery"
+POLL_INTERVAL_S = 0.1             # how often the lawyer asks whether the bundle is ready
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -717,23 +732,237 @@ def warm_up(target: Target, size: int, timeout: float) -> None:
         client.close()
 
 
-def staff_login(server: GunicornServer, timeout: float) -> dict:
+def staff_login(server: GunicornServer, timeout: float, username: str = STAFF_USER,
+                password: str = STAFF_PASSWORD) -> dict:
     client = HttpClient(server.port, timeout)
-    body = json.dumps({"username": STAFF_USER, "password": STAFF_PASSWORD}).encode()
+    body = json.dumps({"username": username, "password": password}).encode()
     answer = client.request("POST", "/v1/auth/login", {"Content-Type": "application/json"}, body, keep_body=True)
     client.close()
     if answer.status != 200:
-        raise RuntimeError(f"staff login answered {answer.status}: {answer.body[:300]!r}")
+        raise RuntimeError(f"{username}: login answered {answer.status}: {answer.body[:300]!r}")
     return {"Authorization": f"Bearer {json.loads(answer.body)['access_token']}"}
 
 
-def create_staff_user(server: GunicornServer) -> None:
-    done = subprocess.run(
-        [server_python(), "-m", "flask", "--app", "wsgi", "witness", "create-user", STAFF_USER, "--role", "observer"],
-        cwd=server.code, env={**server.env, "WITNESS_PASSWORD": STAFF_PASSWORD},
-        capture_output=True, text=True, timeout=120)
+def witness_cli(server: GunicornServer, *argv: str, env: dict | None = None,
+                timeout: float = 300) -> subprocess.CompletedProcess:
+    """`flask --app wsgi witness ...` against the server's data and keys,
+    as an operator runs it (its own process; the worker is not involved)."""
+    return subprocess.run([server_python(), "-m", "flask", "--app", "wsgi", "witness", *argv],
+                          cwd=server.code, env={**server.env, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def create_staff_user(server: GunicornServer, username: str = STAFF_USER, role: str = "observer",
+                      password: str = STAFF_PASSWORD) -> None:
+    done = witness_cli(server, "create-user", username, "--role", role, env={"WITNESS_PASSWORD": password},
+                       timeout=120)
     if done.returncode != 0:
-        raise RuntimeError(f"create-user failed: {done.stderr.strip()[-500:]}")
+        raise RuntimeError(f"create-user {username} failed: {done.stderr.strip()[-500:]}")
+
+
+# --------------------------------------------------------------------------- the copy bundle
+
+
+GNU_TIME = Path("/usr/bin/time")
+
+
+def measured_child(argv: list[str], cwd: Path, env: dict, log_path: Path, timeout: float) -> dict:
+    """Run a process to its end, output to `log_path`, and return its exit
+    code, wall time, CPU time and peak RSS (KiB). The peak comes from GNU
+    time's `%M` when /usr/bin/time exists: the ru_maxrss that this process
+    would get from wait4 is useless here, because Linux starts a child's
+    maxrss at the RSS of the process it was forked from (this benchmark,
+    ~65 MiB), while /usr/bin/time is tiny. Without it, VmRSS sampled every
+    10 ms (a lower bound) is reported."""
+    stats = log_path.with_suffix(".time")
+    wrapped = [str(GNU_TIME), "-f", "%M %U %S", "-o", str(stats), *argv] if GNU_TIME.exists() else argv
+    with open(log_path, "wb") as out:
+        start = time.perf_counter()
+        process = subprocess.Popen(wrapped, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        killer = threading.Timer(timeout, process.kill)
+        killer.start()
+        try:
+            with RssSampler([process.pid]) as sampler:
+                _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            killer.cancel()
+        seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    samples = sampler.samples[process.pid]
+    result = {"exit_code": process.returncode, "seconds": seconds, "output": log_path.read_text(errors="replace")}
+    if GNU_TIME.exists():
+        try:
+            peak, user, system = stats.read_text().split()[-3:]
+            result.update(peak_kib=int(peak), cpu_s=float(user) + float(system), peak_method="GNU time %M")
+        except (OSError, ValueError):
+            result.update(peak_kib=None, cpu_s=None, peak_method="GNU time gave nothing")
+        stats.unlink(missing_ok=True)
+    else:
+        result.update(peak_kib=max(samples) if samples else None, cpu_s=usage.ru_utime + usage.ru_stime,
+                      peak_method="VmRSS sampled every 10 ms")
+    return result
+
+
+def json_call(client: HttpClient, method: str, path: str, auth: dict, body: dict | None = None) -> tuple[int, dict]:
+    raw = b"" if body is None else json.dumps(body).encode()
+    headers = auth if body is None else {**auth, "Content-Type": "application/json"}
+    answer = client.request(method, path, headers, raw, keep_body=True)
+    try:
+        return answer.status, json.loads(answer.body)
+    except ValueError:
+        return answer.status, {"body": answer.body[:300].decode("latin-1")}
+
+
+def wire_seconds(earlier: str, later: str) -> float:
+    """Seconds between two wire times (RFC 3339, milliseconds, server clock)."""
+    return (datetime.fromisoformat(later.replace("Z", "+00:00"))
+            - datetime.fromisoformat(earlier.replace("Z", "+00:00"))).total_seconds()
+
+
+def approve_and_wait(target: Target, request_id: str, lawyer: dict, custodian: dict, timeout: float,
+                     deadline: float) -> dict:
+    """A custodian approves the copy request; the lawyer then asks for it
+    every 0.1 s until the worker's scheduler has built the bundle (`ready`)
+    or failed. The build time itself comes from the server's clock: the
+    bundle's `built_at` (written as the build starts) to the request's
+    `updated_at` when ready (after the zip is hashed, fsync'd and renamed)."""
+    client = HttpClient(target.server.port, timeout)
+    states: list[str] = []
+    polls = 0
+    try:
+        start = time.perf_counter()
+        status, found = json_call(client, "POST", f"/v1/copy-requests/{request_id}/approve", custodian,
+                                  {"reason": "benchmark"})
+        if status != 200:
+            return {"problem": f"approve answered {status}: {found}", "requests": 1, "bytes": None}
+        while found.get("state") not in ("ready", "failed") and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+            status, found = json_call(client, "GET", f"/v1/copy-requests/{request_id}", lawyer)
+            polls += 1
+            if status != 200:
+                return {"problem": f"polling answered {status}: {found}", "requests": 1 + polls, "bytes": None}
+            if not states or states[-1] != found["state"]:
+                states.append(found["state"])
+        seconds = time.perf_counter() - start
+    finally:
+        client.close()
+    out = {"requests": 1 + polls, "polls": polls, "bytes": None, "states_seen": states,
+           "approval_to_ready_s": seconds, "request": found, "problem": ""}
+    if found.get("state") != "ready":
+        out["problem"] = (f"the build failed: {found.get('failure')}" if found.get("state") == "failed"
+                          else f"not ready after {seconds:.0f} s (state {found.get('state')})")
+        return out
+    bundle = found["bundle"]
+    out["build_s"] = wire_seconds(bundle["built_at"], found["updated_at"])
+    out["scheduler_wait_s"] = wire_seconds(found["decided_at"], bundle["built_at"])
+    return out
+
+
+def download_bundle(target: Target, found: dict, lawyer: dict, path: Path, timeout: float) -> dict:
+    """GET the ready bundle as the lawyer, write it to `path` and check its
+    size and SHA-256 against the request's `bundle`."""
+    client = HttpClient(target.server.port, timeout)
+    digest = hashlib.sha256()
+    worker_cpu = proc_cpu(target.pid)
+    try:
+        with open(path, "wb") as out:
+            def sink(offset: int, piece: memoryview) -> None:
+                digest.update(piece)
+                out.write(piece)
+            answer = client.request("GET", found["bundle"]["url"], lawyer, sink=sink)
+    finally:
+        client.close()
+    expected = found["bundle"]
+    problem = check_whole(answer, expected["size"])
+    if not problem and answer.headers.get("content-type") != "application/zip":
+        problem = f"Content-Type {answer.headers.get('content-type')!r}"
+    if not problem and digest.hexdigest() != expected["sha256"]:
+        problem = "SHA-256 differs from the request's bundle.sha256"
+    return {"requests": 1, "bytes": answer.received, "seconds": answer.seconds,
+            "mb_per_s": answer.received / answer.seconds / 1e6, "worker_cpu_s": proc_cpu(target.pid) - worker_cpu,
+            "sha256": digest.hexdigest(), "problem": problem, "verified": not problem}
+
+
+def bundle_phase(target: Target, recording_id: str, size: int, code: Path, root: Path, log_dir: Path,
+                 timeout: float, deadline: float, note) -> dict:
+    """The copy of the whole recording: finalize it (its first manifest, in
+    an operator command's own process), a lawyer asks, a custodian approves,
+    the worker builds the bundle (measured), the lawyer downloads it
+    (measured) and `witness-verify` checks it in a process of its own
+    (measured). The downloaded zip is deleted at the end."""
+    server = target.server
+    out: dict = {"problems": []}
+    problems = out["problems"]
+    create_staff_user(server, LAWYER_USER, "lawyer", LAWYER_PASSWORD)
+    create_staff_user(server, CUSTODIAN_USER, "custodian", CUSTODIAN_PASSWORD)
+    # The servers run with WITNESS_IDLE_FINALIZE_SECONDS=3600, so the
+    # recording has no manifest yet, and a copy is made from a manifest.
+    finalize = measured_child(
+        [server_python(), "-m", "flask", "--app", "wsgi", "witness", "finalize-due"], server.code,
+        {**server.env, "WITNESS_IDLE_FINALIZE_SECONDS": "0.001"}, log_dir / "finalize-due.log", timeout=600)
+    out["finalize"] = finalize
+    if finalize["exit_code"] != 0 or f"{recording_id} manifest version 1" not in finalize["output"]:
+        problems.append(f"finalize-due: exit {finalize['exit_code']}: {finalize['output'].strip()[-300:]}")
+        return out
+    note(f"finalized (manifest v1) in {finalize['seconds']:.1f} s in its own process")
+    lawyer = staff_login(server, timeout, LAWYER_USER, LAWYER_PASSWORD)
+    custodian = staff_login(server, timeout, CUSTODIAN_USER, CUSTODIAN_PASSWORD)
+    client = HttpClient(server.port, timeout)
+    try:
+        status, asked = json_call(client, "POST", f"/v1/recordings/{recording_id}/copy-requests", lawyer,
+                                  {"case_reference": "Bench v. Media, No. 1", "purpose": "Benchmark of the bundle"})
+    finally:
+        client.close()
+    if status != 201:
+        problems.append(f"copy request answered {status}: {asked}")
+        return out
+    request_id = asked["request_id"]
+
+    with PhaseMemory([target]) as memory:
+        build = approve_and_wait(target, request_id, lawyer, custodian, timeout, min(deadline, time.monotonic() + 600))
+    build["memory"] = memory.result[target.name]
+    target.phases["bundle_build"] = build
+    if build["problem"]:
+        problems.append(f"build: {build['problem']}")
+        return out
+    found = build["request"]
+    note(f"bundle built in {build['build_s']:.1f} s ({size / build['build_s'] / 1e6:.0f} MB/s of footage; "
+         f"approval to ready {build['approval_to_ready_s']:.1f} s), zip {found['bundle']['size']:,} bytes; "
+         f"worker peak RSS {build['memory']['peak_kib'] / 1024:.1f} MiB")
+
+    zip_path = root / "downloaded-bundle.zip"
+    try:
+        with PhaseMemory([target]) as memory:
+            try:
+                download = download_bundle(target, found, lawyer, zip_path, timeout)
+            except HttpError as exc:
+                download = {"problem": str(exc), "requests": 1, "bytes": 0, "verified": False}
+        download["memory"] = memory.result[target.name]
+        target.phases["bundle_download"] = download
+        if download["problem"]:
+            problems.append(f"download: {download['problem']}")
+            return out
+        note(f"bundle downloaded at {download['mb_per_s']:.0f} MB/s, SHA-256 as the request says; "
+             f"worker peak RSS {download['memory']['peak_kib'] / 1024:.1f} MiB")
+        # What the interpreter and witness-verify's imports take on their own,
+        # so that its peak can be read as growth.
+        out["verify_imports"] = measured_child([server_python(), "-c", "import sync.verify"], code, dict(os.environ),
+                                               log_dir / "witness-verify-imports.log", timeout=120)
+        # `python -m sync.verify` from the served code, not the console script
+        # of the editable install: with --at-commit it checks with that commit's code.
+        verify = measured_child([server_python(), "-m", "sync.verify", str(zip_path)], code, dict(os.environ),
+                                log_dir / "witness-verify.log", timeout=max(60.0, deadline - time.monotonic()))
+        out["verify"] = verify
+        last = verify["output"].strip().splitlines()[-1:] or [""]
+        verify["last_line"] = last[0]
+        if verify["exit_code"] != 0:
+            problems.append(f"witness-verify exited {verify['exit_code']}: {last[0][:300]}")
+        note(f"witness-verify: exit {verify['exit_code']} in {verify['seconds']:.1f} s, "
+             f"peak RSS {mib(verify['peak_kib'])} MiB")
+    finally:
+        zip_path.unlink(missing_ok=True)
+    out["request"] = found
+    return out
 
 
 # --------------------------------------------------------------------------- the run
@@ -914,6 +1143,17 @@ def run(args, root: Path, log_dir: Path) -> dict:
             pairs = [w["mb_per_s"] / s["mb_per_s"] for w, s in zip(runs["witness"], runs["send_file"])
                      if not w.get("problem") and not s.get("problem")]
             out["pair_ratio_median"] = statistics.median(pairs) if pairs else None
+        # The copy bundle: the witness server only (send_file has no equivalent).
+        if time.monotonic() < deadline - 30:
+            try:
+                out["bundle"] = bundle_phase(witness_target, upload["recording_id"], size, code, root, log_dir,
+                                             args.timeout, deadline, note)
+            except (RuntimeError, HttpError, OSError, subprocess.SubprocessError) as exc:
+                out["bundle"] = {"problems": [f"stopped: {exc}"]}
+            for line in out["bundle"]["problems"]:
+                note(f"bundle: {line}")
+        else:
+            note("skipped the bundle: --max-total reached")
         for t in targets:
             t.phases["lifetime"] = proc_status(t.pid)
     finally:
@@ -988,7 +1228,8 @@ def markdown(out: dict, meta: dict) -> str:
                  "| max sampled RSS | growth | in phase | RSS after | worker CPU s |")
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     names = {"whole": "whole download (a)", "ranges": "range session (b)", "parallel": "parallel whole downloads",
-             "throughput": "throughput downloads"}
+             "throughput": "throughput downloads", "bundle_build": "bundle build (approval → ready)",
+             "bundle_download": "bundle download"}
     for name, t in targets.items():
         base = t["baseline_kib"]
         for key, label in names.items():
@@ -1073,7 +1314,10 @@ def markdown(out: dict, meta: dict) -> str:
             f"| {r['requests']} of {r['planned']} | {fmt(r['verified_bytes'])} "
             f"| {'none' if not probs else str(len(probs)) + ': ' + '; '.join(probs[:3])} |")
     lines.append("")
-    problems = []
+    bundle = out.get("bundle")
+    if bundle:
+        lines += bundle_table(bundle, w, targets.get("witness", {}).get("baseline_kib"), size, ref_mean)
+    problems = [f"bundle: {x}" for x in (bundle or {}).get("problems", [])]
     for name, phases in (("witness", w), ("send_file", s)):
         for key in ("whole", "parallel", "throughput"):
             p = phases.get(key, {})
@@ -1095,6 +1339,72 @@ def markdown(out: dict, meta: dict) -> str:
         for line in v["findings"]["samples"][:4]:
             lines.append(f"- {n}: `{line}`")
     return "\n".join(lines)
+
+
+def bundle_table(bundle: dict, phases: dict, baseline_kib: int | None, size: int, ref_mean: float | None) -> list[str]:
+    """The copy bundle's steps: time, footage MB/s against the reference,
+    CPU and peak RSS of the process doing the work."""
+    def rate(seconds) -> tuple[str, str]:
+        if not seconds:
+            return "—", "—"
+        mb_per_s = size / seconds / 1e6
+        return fmt(mb_per_s), (fmt(mb_per_s / ref_mean, 2) if ref_mean else "—")
+
+    build, download = phases.get("bundle_build"), phases.get("bundle_download")
+    finalize, verify, imports = bundle.get("finalize"), bundle.get("verify"), bundle.get("verify_imports")
+    if imports and imports["exit_code"] != 0:
+        imports = None  # it could not even import: no footprint to subtract
+    found = (build or {}).get("request") or {}
+    zip_size = (found.get("bundle") or {}).get("size")
+    lines = [f"Copy bundle of the whole recording (witness only; send_file has no equivalent): "
+             f"{fmt(size)} bytes of footage, zip {fmt(zip_size)} bytes. MB/s of footage (10^6 bytes), "
+             f"ratio to the one-core decrypt + SHA-256 reference of this run ({fmt(ref_mean)} MB/s); RSS in MiB, "
+             f"growth of the worker over its baseline above ({mib(baseline_kib)}), of witness-verify over "
+             f"`python -c \"import sync.verify\"` ({mib((imports or {}).get('peak_kib'))} peak); the peak of "
+             f"a process: {(verify or finalize or {}).get('peak_method', '—')}:", "",
+             "| step | done by | seconds | MB/s | ratio to reference | CPU s | peak RSS | growth | in step | result |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    if finalize:
+        mbs, ratio = rate(finalize["seconds"])
+        lines.append(f"| first manifest (`witness finalize-due`) | its own process, start-up included "
+                     f"| {fmt(finalize['seconds'], 1)} | {mbs} | {ratio} | {fmt(finalize['cpu_s'], 1)} "
+                     f"| {mib(finalize['peak_kib'])} | — | — | exit {finalize['exit_code']} |")
+    if build:
+        m = build["memory"]
+        peak = m["peak_kib"] if m["peak_reset"] else m["sampled_max_kib"]
+        result = (f"ready; waited {fmt(build.get('scheduler_wait_s'), 2)} s for the scheduler's tick"
+                  if not build.get("problem") else build["problem"])
+        mbs, ratio = rate(build.get("build_s"))
+        lines.append(f"| bundle build (`built_at` → ready, server clock) | the worker's scheduler thread "
+                     f"| {fmt(build.get('build_s'), 2)} | {mbs} | {ratio} | {fmt(m['worker_cpu_s'], 1)} "
+                     f"| {mib(peak)} | {signed(None if peak is None or baseline_kib is None else peak - baseline_kib)} "
+                     f"| {signed(None if peak is None or m['start_kib'] is None else peak - m['start_kib'])} "
+                     f"| {result} |")
+        mbs, ratio = rate(build.get("approval_to_ready_s"))
+        lines.append(f"| approval → ready, as the lawyer sees it | polled every {POLL_INTERVAL_S:g} s "
+                     f"({fmt(build.get('polls'))} polls) | {fmt(build.get('approval_to_ready_s'), 2)} | {mbs} "
+                     f"| {ratio} | | | | | states seen: {', '.join(build.get('states_seen', [])) or '—'} |")
+    if download:
+        m = download["memory"]
+        peak = m["peak_kib"] if m["peak_reset"] else m["sampled_max_kib"]
+        zip_rate = fmt(download["bytes"] / download["seconds"] / 1e6) if download.get("seconds") else "—"
+        result = ("SHA-256 and size equal to the request's `bundle`" if not download.get("problem")
+                  else download["problem"])
+        lines.append(f"| bundle download (`GET …/bundle`) | the worker, streaming the zip "
+                     f"| {fmt(download.get('seconds'), 2)} | {zip_rate} of zip | — | {fmt(m['worker_cpu_s'], 1)} "
+                     f"| {mib(peak)} | {signed(None if peak is None or baseline_kib is None else peak - baseline_kib)} "
+                     f"| {signed(None if peak is None or m['start_kib'] is None else peak - m['start_kib'])} "
+                     f"| {result} |")
+    if verify:
+        mbs, ratio = rate(verify["seconds"])
+        growth = (verify["peak_kib"] - imports["peak_kib"]
+                  if verify["peak_kib"] is not None and imports and imports["peak_kib"] is not None else None)
+        lines.append(f"| `witness-verify` of the downloaded zip | its own process (`python -m sync.verify`), "
+                     f"start-up included | {fmt(verify['seconds'], 1)} | {mbs} | {ratio} | {fmt(verify['cpu_s'], 1)} "
+                     f"| {mib(verify['peak_kib'])} | {signed(growth)} | — "
+                     f"| exit {verify['exit_code']}: {verify.get('last_line', '')[:80]} |")
+    lines.append("")
+    return lines
 
 
 def expected_short(out: dict) -> str:
@@ -1122,7 +1432,7 @@ def parse_args(argv=None):
                    help="serve this commit (git archive into the temporary folder) instead of the working tree")
     p.add_argument("--threads", type=int, help="WITNESS_THREADS for both servers (default: gunicorn.conf.py)")
     p.add_argument("--dir", help="make the temporary folder (data, keys, plaintext, logs) under this one "
-                                 "(default: the system's, usually /tmp); it needs twice --size-mib free")
+                                 "(default: the system's, usually /tmp); it needs four times --size-mib free")
     p.add_argument("--seed", type=int, default=6, help="seed of the plaintext and of the request plan")
     p.add_argument("--timeout", type=float, default=60.0, help="socket timeout per request, seconds")
     p.add_argument("--reference-seconds", type=float, default=1.5)
@@ -1176,6 +1486,8 @@ def main(argv=None) -> int:
               if not v["phases"].get("whole", {}).get("verified")
               or v["phases"].get("ranges", {}).get("problems") or v["phases"].get("parallel", {}).get("problems")
               or v["phases"].get("throughput", {}).get("problems")]
+    if out.get("bundle", {}).get("problems"):
+        failed.append("bundle")
     return 1 if failed else 0
 
 
