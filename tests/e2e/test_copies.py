@@ -163,7 +163,8 @@ def test_lawyer_path_from_witness_record_to_openssl(server, people, tmp_path):
     log = [json.loads(line) for line in (folder / "custody-log.jsonl").read_text().splitlines()]
     actions = [entry["action"] for entry in log]
     assert actions[0] == "recording.created" and "recording.finalized" in actions
-    assert actions[-3:] == ["copy.requested", "copy.approved", "copy.build_started"]
+    copy_steps = [entry["action"] for entry in log if entry["action"].startswith("copy.")]
+    assert copy_steps == ["copy.requested", "copy.approved", "copy.build_started"], actions
 
     audit = requests.get(f"{server.url}/v1/audit", params={"recording_id": recording_id, "order": "asc"},
                          headers=custodian.auth).json()["entries"]
