@@ -91,8 +91,8 @@ def stamp_externally(archive: Archive, *, limit: int = 20) -> StampingRun:
         except TimeStampInvalid as exc:
             run.failure = (f"the reply of {settings.tsa_url} for manifest {row['recording_id']} version "
                            f"{row['version']} does not verify: {exc}")
-            log.error("external time-stamps: %s (is WITNESS_TSA_CA_FILE the root that TSA chains to?)",
-                      run.failure)
+            hint = " (is WITNESS_TSA_CA_FILE the root that TSA chains to?)" if "chain" in str(exc) else ""
+            log.error("external time-stamps: %s%s", run.failure, hint)
             return run
         if _keep_external_token(archive, row, reply, facts):
             run.stamped.append((row["recording_id"], row["version"]))
