@@ -6,7 +6,12 @@ the operator's CA file alone."""
 from __future__ import annotations
 
 import hashlib
+import re
+import subprocess
+import sys
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 import requests
@@ -113,3 +118,38 @@ def test_without_an_external_tsa_there_is_no_external_token(server):
     answer = token(server, lawyer, recording.id, tsa="external")
     assert answer.status_code == 404 and answer.json()["error"] == "not_found"
     assert "WITNESS_TSA_URL" in answer.json()["message"]
+
+
+def test_a_copy_bundle_carries_the_external_token_and_its_chain(stamped_server, tmp_path):
+    server = stamped_server
+    lawyer = Staff(server, "ext-copy-lawyer", "lawyer")
+    custodian = Staff(server, "ext-copy-custodian", "custodian")
+    recording = finished_recording(server)
+    server.wait_for(lambda: token(server, lawyer, recording.id, tsa="external").status_code == 200)
+    asked = requests.post(f"{server.url}/v1/recordings/{recording.id}/copy-requests", headers=lawyer.auth,
+                          json={"case_reference": "External TSA case", "purpose": "Trial"})
+    assert asked.status_code == 201, asked.text
+    request_id = asked.json()["request_id"]
+    assert requests.post(f"{server.url}/v1/copy-requests/{request_id}/approve",
+                         headers=custodian.auth).status_code == 200
+    server.wait_for(lambda: requests.get(f"{server.url}/v1/copy-requests/{request_id}",
+                                         headers=lawyer.auth).json()["state"] == "ready")
+    bundle = tmp_path / "bundle.zip"
+    bundle.write_bytes(requests.get(f"{server.url}/v1/copy-requests/{request_id}/bundle", headers=lawyer.auth).content)
+
+    verified = subprocess.run([str(Path(sys.executable).with_name("witness-verify")), str(bundle)],
+                              capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "also by CN=Test TSA authority,O=Test TSA" in verified.stdout
+
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    (folder,) = (tmp_path / "unzipped").iterdir()
+    assert (folder / "manifests" / "v1" / "manifest.external.tsr").is_file()
+    assert (folder / "external-tsa-chain.pem").is_file()
+    commands = [line for block in re.findall(r"```\n(.*?)```", (folder / "VERIFY.md").read_text(), re.S)
+                for line in block.splitlines() if line.startswith("openssl ts -verify")]
+    assert any("manifest.external.tsr" in command for command in commands)
+    for command in commands:
+        done = subprocess.run(command, shell=True, cwd=folder, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and "Verification: OK" in done.stdout, command + done.stdout + done.stderr
