@@ -211,7 +211,7 @@ FLOWS: dict[str, set[tuple[str, int]]] = {
         ("putChunk", 409), ("putChunk", 413), ("putChunk", 422), ("getRecordingStatus", 200),
         ("getRecordingStatus", 404), ("completeRecording", 202), ("getManifest", 200), ("getManifest", 403),
         ("getManifest", 404), ("getManifestSignature", 200), ("getManifestSignature", 400),
-        ("getManifestTimestamp", 200), ("getManifestTimestamp", 404), ("getFootage", 200),
+        ("getManifestTimestamp", 200), ("getManifestTimestamp", 400), ("getManifestTimestamp", 404), ("getFootage", 200),
         ("getFootage", 206), ("getFootage", 403), ("getFootage", 416),
     },
     "retrieval": {
@@ -471,6 +471,12 @@ def test_a_whole_recording_flow_matches_the_document(server, conformance):
     no_stamp = requests.get(f"{url}/v1/recordings/{recording.id}/manifest.tsr", params={"version": version + 1},
                             headers=bearer(lawyer))
     assert (no_stamp.status_code, error_of(no_stamp)) == (404, "not_found")
+    not_external = requests.get(f"{url}/v1/recordings/{recording.id}/manifest.tsr", params={"tsa": "external"},
+                                headers=bearer(lawyer))
+    assert (not_external.status_code, error_of(not_external)) == (404, "not_found")  # no external TSA here
+    odd_tsa = requests.get(f"{url}/v1/recordings/{recording.id}/manifest.tsr", params={"tsa": "elsewhere"},
+                           headers=bearer(lawyer))
+    assert (odd_tsa.status_code, error_of(odd_tsa)) == (400, "invalid_tsa")
     again = requests.get(f"{url}/v1/recordings/{recording.id}/manifest", params={"version": version},
                          headers=bearer(lawyer))
     assert again.status_code == 200 and again.content == manifest.content
