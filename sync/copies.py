@@ -28,7 +28,7 @@ from .archive import Archive
 from .errors import BundleNotReady, InvalidInput, NotFound, NotPending
 from .identifiers import parse_canonical_uuid
 from .ingest import owned_recording
-from .paging import make_cursor, read_cursor, split_page
+from .paging import newest_first_page
 
 log = logging.getLogger("witness.copies")
 
@@ -101,15 +101,8 @@ def list_copy_requests(archive: Archive, who: StaffMember, *, state: str | None 
     if recording_id is not None:
         where.append("recording_id = ?")
         params.append(recording_id)
-    if cursor is not None:
-        created_at, last_id = read_cursor("copy-requests", cursor, (str, str))
-        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-        params += [created_at, created_at, last_id]
-    rows = archive.database.query(
-        f"SELECT * FROM copy_requests WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?",
-        [*params, limit + 1])
-    rows, next_cursor = split_page(rows, limit, lambda last: make_cursor("copy-requests", last["created_at"],
-                                                                         last["id"]))
+    rows, next_cursor = newest_first_page(archive.database, "copy_requests", where, params, kind="copy-requests",
+                                          limit=limit, cursor=cursor)
     return [public_request(row) for row in rows], next_cursor
 
 

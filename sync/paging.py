@@ -47,3 +47,19 @@ def split_page(rows: list, limit: int, cursor_of) -> tuple[list, str | None]:
         return rows, None
     page = rows[:limit]
     return page, cursor_of(page[-1])
+
+
+def newest_first_page(database, table: str, where: list[str], params: list, *, kind: str, limit: int,
+                      cursor: str | None) -> tuple[list[dict], str | None]:
+    """A page of `table`'s rows matching `where` (SQL conditions joined by
+    AND, with `params`), newest first by `(created_at, id)`, and the next
+    page's cursor. `InvalidInput` for a malformed cursor."""
+    where, params = list(where), list(params)
+    if cursor is not None:
+        created_at, last_id = read_cursor(kind, cursor, (str, str))
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        params += [created_at, created_at, last_id]
+    rows = database.query(
+        f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?",
+        [*params, limit + 1])
+    return split_page(rows, limit, lambda last: make_cursor(kind, last["created_at"], last["id"]))

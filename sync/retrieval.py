@@ -15,7 +15,7 @@ from . import audit, finalize, footage
 from .archive import Archive
 from .errors import InvalidInput, NotFound, NotReady
 from .ingest import index_ranges, missing_ranges, owned_recording
-from .paging import make_cursor, read_cursor, split_page
+from .paging import newest_first_page
 
 RECORDING_STATES = ("receiving", "complete", "interrupted")
 # Gaps exist when fewer chunks are held than the recording's known length
@@ -80,14 +80,8 @@ def list_recordings(archive: Archive, viewer: Viewer, filters: RecordingFilter, 
         params.append(filters.since)
     if filters.has_gaps is not None:
         where.append(_HAS_GAPS if filters.has_gaps else f"NOT ({_HAS_GAPS})")
-    if cursor is not None:
-        created_at, recording_id = read_cursor("recordings", cursor, (str, str))
-        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-        params += [created_at, created_at, recording_id]
-    rows = archive.database.query(
-        f"SELECT * FROM recordings WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?",
-        [*params, limit + 1])
-    rows, next_cursor = split_page(rows, limit, lambda last: make_cursor("recordings", last["created_at"], last["id"]))
+    rows, next_cursor = newest_first_page(archive.database, "recordings", where, params, kind="recordings",
+                                          limit=limit, cursor=cursor)
     return [recording_summary(row) for row in rows], next_cursor
 
 

@@ -317,6 +317,16 @@ def test_who_sees_which_requests(server, people, gappy_bundle):
     assert rid not in listed(people["custodian"], state="pending")
     assert listed(people["outside_custodian"]) == set()
     assert listed(people["custodian"], recording_id=recording.id) >= {rid, own["request_id"]}
+    # Pages of one, newest first, follow each other without loss or repeat.
+    paged, cursor = [], None
+    for _ in range(50):
+        page = requests.get(f"{server.url}/v1/copy-requests", headers=people["custodian"].auth,
+                            params={"limit": 1, **({"cursor": cursor} if cursor else {})}).json()
+        paged += [r["request_id"] for r in page["copy_requests"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(paged) == len(set(paged)) and set(paged) == listed(people["custodian"])
     # A custodian may fetch a ready bundle of their organisation too.
     fetched = requests.get(f"{server.url}/v1/copy-requests/{rid}/bundle", headers=people["custodian"].auth)
     assert fetched.status_code == 200 and hashlib.sha256(fetched.content).hexdigest() == request["bundle"]["sha256"]
