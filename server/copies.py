@@ -72,5 +72,7 @@ def bundle(request_id: str):
     wanted = requested_range(found.size, found.etag)
     headers = {**wanted.headers(), "ETag": found.etag, "Cache-Control": "private, no-store",
                "Content-Disposition": f'attachment; filename="{copies.bundle_filename(found.request)}"'}
+    if request.method == "HEAD":  # headers only: nothing is downloaded, nothing audited
+        return Response(status=wanted.status, mimetype="application/zip", headers=headers)
     body = copies.stream_bundle(archive(), _who(), found, wanted.start, wanted.end, partial=wanted.partial)
     return Response(body, status=wanted.status, mimetype="application/zip", headers=headers)

@@ -89,6 +89,8 @@ def media(recording_id: str):
     view = retrieval.footage_view(archive(), g.viewer, path_recording_id(recording_id))
     wanted = requested_range(view.size, view.etag)
     headers = {**wanted.headers(), "ETag": view.etag, "Cache-Control": "private, no-store"}
+    if request.method == "HEAD":  # headers only: nothing is streamed, nothing audited
+        return Response(status=wanted.status, content_type=view.content_type, headers=headers)
     pieces = retrieval.stream_footage(archive(), g.viewer, view, wanted.start, wanted.end, partial=wanted.partial)
     # Decrypt the first piece before the headers go out, so a damaged chunk
     # there is still a JSON error. Damage found later can only cut the body

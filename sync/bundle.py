@@ -155,7 +155,7 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
         info = zipfile.ZipInfo(f"{folder}/{CUSTODY_LOG}", date_time=_zip_time(built_at))
         info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
         with zf.open(info, "w", force_zip64=True) as out:
-            for entry in _custody_entries(archive, recording_id):
+            for entry in _custody_entries(archive, recording_id, request["id"]):
                 line = canonical_json(entry) + b"\n"
                 out.write(line)
                 log_hash.update(line)
@@ -224,7 +224,14 @@ def _external_chain(archive: Archive, manifests: list[dict]) -> bytes | None:
         return None
 
 
-def _custody_entries(archive: Archive, recording_id: str, batch: int = 2000):
+def _custody_entries(archive: Archive, recording_id: str, request_id: str, batch: int = 2000):
+    """The recording's audit entries, oldest first. Entries about *other*
+    copy requests keep who, what and when, but their detail (another case's
+    reference and purpose, a custodian's reasons) is withheld, as the API
+    withholds other lawyers' requests: `detail` is null and
+    `detail_withheld` true. Such an entry's own hash cannot be recomputed,
+    but the next entry's link still covers it, so nothing can be removed or
+    reordered unseen."""
     after = 0
     while True:
         rows = archive.database.query(
@@ -232,7 +239,10 @@ def _custody_entries(archive: Archive, recording_id: str, batch: int = 2000):
         if not rows:
             return
         for row in rows:
-            yield public_entry(row)
+            entry = public_entry(row)
+            if entry["action"].startswith("copy.") and entry["detail"].get("request_id") != request_id:
+                entry["detail"], entry["detail_withheld"] = None, True
+            yield entry
         after = rows[-1]["id"]
 
 
@@ -256,8 +266,27 @@ def certification_text(facts: dict) -> str:
     request, recording, manifest = facts["request"], facts["recording"], facts["manifest"]
     organisation = facts["organisation"]
     chunks = manifest["chunks"]
-    expected = manifest["final_index"] + 1 if manifest["final_index"] is not None else (
-        chunks[-1]["index"] + 1 if chunks else 0)
+    if manifest["final_index"] is not None:
+        held = f"{len(chunks)} of {manifest['final_index'] + 1} (the device marked piece {manifest['final_index']} as its last)"
+    else:
+        highest = chunks[-1]["index"] if chunks else None
+        held = (f"{len(chunks)}; the recording's full length is unknown, because the device never marked a last "
+                f"piece (highest piece received: {highest})")
+    if manifest["state"] == "complete":
+        why = " (the device marked its last piece and every piece up to it arrived)"
+    elif manifest["final_index"] is not None:
+        why = " (the device marked its last piece, but some pieces before it never arrived)"
+    else:
+        why = (" (the device stopped sending before marking a last piece, e.g. it was knocked away, seized or lost "
+               "its connection)")
+    if facts["external"]:
+        independence = ("The server's own time-stamping authority is run by the same organisation as the server; "
+                        "an independent time-stamping authority chosen by the operator also time-stamped every "
+                        "manifest, and its tokens do not rest on the organisation's keys.")
+    else:
+        independence = ("The time-stamping authority is the server's own, run by the same organisation: its tokens "
+                        "show the time as that server attests it, and prove that nothing changed after that time. "
+                        "They are not an independent third party's (the operator can add one, `WITNESS_TSA_URL`).")
     versions = "\n".join(
         f"| {s['version']} | {s['state']} | {s['finalized_at']} | {s['time_stamped_at']} | `{s['sha256']}` |"
         for s in facts["stamps"])
@@ -283,8 +312,8 @@ electronic device, storage medium or file, authenticated by a process of digital
 - Recording started (device clock): {recording['started_at']}
 - First piece received by the server: {manifest['first_received_at']}
 - Last piece received by the server: {manifest['last_received_at']}
-- State when last finalized: **{manifest['state']}**{' (the device ended the recording and every piece arrived)' if manifest['state'] == 'complete' else ' (the device stopped sending before saying the recording ended, e.g. it was knocked away, seized or lost its connection)'}
-- Pieces held: {len(chunks)} of {expected}; missing pieces (by index): {_ranges(manifest['gaps'])}
+- State when last finalized: **{manifest['state']}**{why}
+- Pieces held: {held}; missing pieces (by index): {_ranges(manifest['gaps'])}
 - Merkle root of the pieces' SHA-256 digests (RFC 6962): `{manifest['merkle_root']}`
 
 Manifest versions (each signed with the server's Ed25519 key `{facts['signing_key_id']}` and time-stamped
@@ -293,6 +322,8 @@ under RFC 3161 by the server's time-stamping authority):{external}
 | version | state | finalized (server clock) | time-stamped | manifest SHA-256 |
 | --- | --- | --- | --- | --- |
 {versions}
+
+{independence}
 
 ## Who asked, who approved
 
@@ -318,7 +349,8 @@ under RFC 3161 by the server's time-stamping authority):{external}
    joined in index order. It was not re-encoded, transcoded or edited: its SHA-256 equals the value in
    the signed, time-stamped manifest.
 5. Every action on the recording (receipt of each piece, every view and download by staff, this copy's
-   request, approval and build) is an entry in an append-only, hash-chained audit log. The
+   request, approval and build) is an entry in an append-only, hash-chained audit log; entries about
+   other copy requests keep who and when, with their details (another case) withheld. The
    {facts['log_entries']} entries about this recording are in `custody-log.jsonl` (last entry hash
    `{facts['log_head']}`), time-stamped at {facts['log_time']}.
 6. `copy.json` lists every file of this copy with its SHA-256 and is signed with the same server key.
@@ -331,7 +363,7 @@ under RFC 3161 by the server's time-stamping authority):{external}
 The file `{facts['footage']}` in this copy is identified by its SHA-256 hash value
 `{manifest['footage']['sha256']}`. That value is recorded in manifest version {manifest['version']}
 (SHA-256 `{facts['stamps'][-1]['sha256']}`), whose signature verifies with the server's public key in
-`signing.pub.pem` and whose RFC 3161 time-stamp token shows it existed at {facts['stamps'][-1]['time_stamped_at']}.
+`signing.pub.pem` and whose RFC 3161 time-stamp token dates it to {facts['stamps'][-1]['time_stamped_at']}.
 
 ## Certification (to be completed by a qualified person)
 
@@ -407,7 +439,8 @@ newer and standard shell tools. No program of the service that made the copy is 
 recomputes the per-piece hashes, the Merkle root and the custody log's hash chain.
 
 Each `pkeyutl` command must print `Signature Verified Successfully`, and each `ts -verify` command
-`Verification: OK`. Any other output means the file was changed.
+`Verification: OK` (openssl may also print the configuration file it read).
+Any other result means the file was changed.
 
 ## 1. This copy's files are the ones the server listed and signed
 
@@ -448,14 +481,16 @@ openssl ts -verify -data {CUSTODY_LOG} -in {CUSTODY_LOG_TOKEN} -CAfile {TSA_CHAI
 Each line of `{CUSTODY_LOG}` is one audit entry about this recording, oldest first. An entry's
 `sha256` is the SHA-256 of the entry itself without `sha256` (keys sorted, no spaces, UTF-8; the
 `organisation_id` and `recording_prev_sha256` keys left out when null), and its
-`recording_prev_sha256` is the `sha256` of the line before it (64 zeros on the first). `witness-verify`
-checks this chain.
+`recording_prev_sha256` is the `sha256` of the line before it (64 zeros on the first). Entries about
+other copy requests have their `detail` withheld (`"detail_withheld":true`): their own hash cannot be
+recomputed, but the next line's link covers it. `witness-verify` checks this chain.
 
 ## 6. Which keys these are
 
 The checks above prove the files are unchanged since the server signed and time-stamped them. That
 they come from this organisation's server rests on the keys: compare these fingerprints with the ones
-the organisation publishes (its server answers them at `/v1/keys`):
+the organisation publishes (its server's `/v1/keys` gives the signing key and the TSA certificates
+these are computed from). `witness-verify` prints the same two fingerprints:
 
 ```
 openssl pkey -pubin -in {SIGNING_KEY} -outform DER | openssl dgst -sha256

@@ -2,9 +2,11 @@
 a custodian approves or denies it, the scheduler builds the bundle
 (`bundle.py`), and the lawyer downloads it.
 
-    pending --approve--> approved --(job)--> building --> ready
-        \\                   ^                       \\
-         --deny--> denied    '---approve again--- failed
+    pending --approve--> approved --(scheduler)--> building --> ready
+       |                  |   ^                          |
+       | deny             |   '------ approve again ---- failed
+       v                  v deny (before the build)      | deny
+     denied <-------------+------------------------------'
 
 Lawyers see only their own requests; custodians see every request of their
 organisation. A request of another organisation, or another lawyer's, is
@@ -116,10 +118,12 @@ def approve(archive: Archive, who: StaffMember, request_id: str, body: dict) -> 
 
 
 def deny(archive: Archive, who: StaffMember, request_id: str, body: dict) -> dict:
-    """A custodian denies a pending request; a `reason` is required. No
-    bundle is ever built for it. Audited as `copy.denied`."""
+    """A custodian denies a pending request, or withdraws an approval whose
+    build has not started (an approved request waiting for its recording's
+    first manifest, or a failed one); a `reason` is required. No bundle is
+    ever built for it. Audited as `copy.denied`."""
     reason = _text(body.get("reason"), "reason", MAX_TEXT)
-    return _decide(archive, who, request_id, "denied", reason, allowed_from=("pending",))
+    return _decide(archive, who, request_id, "denied", reason, allowed_from=("pending", "approved", "failed"))
 
 
 def _decide(archive: Archive, who: StaffMember, request_id: str, state: str, reason: str | None, *,

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from crypto import InvalidEvidence
@@ -53,6 +54,7 @@ from .finalize import MANIFEST_FORMAT
 _MANIFEST_PATH = re.compile(r"^manifests/v([1-9][0-9]{0,8})/(manifest\.json|manifest\.sig|manifest\.tsr|"
                             r"manifest\.external\.tsr)$")
 _SMALL_LIMIT = 512 * 1024 * 1024  # members read whole (manifests, keys, tokens) must be below this
+_DESKTOP_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
 class BundleUnreadable(Exception):
@@ -76,7 +78,10 @@ class Bundle:
         if path.is_dir():
             base = path if (path / INDEX).is_file() else _single_subfolder(path)
             self._zip, self._base = None, base
-            self.names = sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
+            # What desktops add to a folder by themselves is not part of it.
+            self.names = sorted(str(p.relative_to(base)) for p in base.rglob("*")
+                                if p.is_file() and p.name not in _DESKTOP_FILES and "__MACOSX" not in p.parts)
+            self.problems: list[str] = []
         elif path.is_file():
             try:
                 self._zip = zipfile.ZipFile(path)
@@ -87,7 +92,16 @@ class Bundle:
             if len(tops) != 1 or any("/" not in name for name in members):
                 raise BundleUnreadable(f"{path} does not hold exactly one bundle folder")
             self._prefix = tops.pop() + "/"
-            self.names = sorted(name[len(self._prefix):] for name in members)
+            self.names = sorted(set(name[len(self._prefix):] for name in members))
+            # Two members of one name: zipfile reads the last, unzip keeps the
+            # first, so the files checked might not be the files a reader sees.
+            seen, self.problems = set(), []
+            for name in members:
+                if name in seen:
+                    self.problems.append(f"the zip holds two files named {name}, which a genuine copy never does")
+                seen.add(name)
+                if name.startswith("/") or "\\" in name or ".." in name.split("/"):
+                    self.problems.append(f"the zip holds a file with an unsafe name ({name})")
         else:
             raise BundleUnreadable(f"{path} does not exist")
         if INDEX not in self.names:
@@ -210,6 +224,8 @@ def _check_index_signature(ctx: _Context) -> str:
 
 
 def _check_files(ctx: _Context) -> str:
+    if ctx.bundle.problems:
+        raise CheckFailed(ctx.bundle.problems[0])
     index = ctx.need(ctx.index, "the signed file list")
     listed = {item["path"]: item for item in index["files"]}
     present = set(ctx.bundle.names) - {INDEX, INDEX_SIGNATURE}
@@ -344,7 +360,7 @@ def _check_custody_log(ctx: _Context) -> str:
     index = ctx.need(ctx.index, "the signed file list")
     manifests = ctx.need(ctx.manifests, "the signed manifests")
     digest, previous, linked, count = hashlib.sha256(), GENESIS, False, 0
-    finalized, approved = {}, False
+    finalized, approved, withheld = {}, False, 0
     buffer = b""
     for block in ctx.bundle.blocks(CUSTODY_LOG):
         digest.update(block)
@@ -354,6 +370,9 @@ def _check_custody_log(ctx: _Context) -> str:
             count += 1
             entry, linked = _check_entry(line, count, previous, linked, index["recording_id"])
             previous = entry["sha256"]
+            if entry.get("detail_withheld"):
+                withheld += 1
+                continue
             if entry["action"] == "recording.finalized":
                 finalized[entry["detail"].get("version")] = entry["detail"].get("manifest_sha256")
             if entry["action"] == "copy.approved" and entry["detail"].get("request_id") == index["request_id"]:
@@ -367,7 +386,8 @@ def _check_custody_log(ctx: _Context) -> str:
                               "with its SHA-256")
     if not approved:
         raise CheckFailed("the custody log has no approval of this copy request")
-    return f"{count} entries, chained from the first to the last, time-stamped at {_when(token.gen_time)}"
+    others = f" ({withheld} about other copy requests, their details withheld)" if withheld else ""
+    return f"{count} entries{others}, chained from the first to the last, time-stamped at {_when(token.gen_time)}"
 
 
 def _check_entry(line: bytes, number: int, previous: str, linked: bool, recording_id: str) -> tuple[dict, bool]:
@@ -381,12 +401,21 @@ def _check_entry(line: bytes, number: int, previous: str, linked: bool, recordin
         raise CheckFailed(f"line {number} of the custody log is not a canonical JSON entry")
     if entry.get("recording_id") != recording_id:
         raise CheckFailed(f"entry {entry.get('id')} of the custody log is about another recording")
-    try:
-        recomputed = entry_digest(entry)
-    except (KeyError, TypeError, ValueError):
-        raise CheckFailed(f"line {number} of the custody log lacks the fields of an audit entry") from None
-    if recomputed != entry["sha256"]:
-        raise CheckFailed(f"entry {entry['id']} of the custody log was changed: it no longer hashes to its sha256")
+    if entry.get("detail_withheld") is True:
+        # Another copy request's entry: its detail is not in the bundle, so
+        # its own hash cannot be recomputed; the next entry's link covers it.
+        if entry.get("detail") is not None or not str(entry.get("action", "")).startswith("copy."):
+            raise CheckFailed(f"entry {entry.get('id')} of the custody log withholds what may not be withheld")
+        if not isinstance(entry.get("sha256"), str):
+            raise CheckFailed(f"line {number} of the custody log lacks the fields of an audit entry")
+    else:
+        try:
+            recomputed = entry_digest(entry)
+        except (KeyError, TypeError, ValueError):
+            raise CheckFailed(f"line {number} of the custody log lacks the fields of an audit entry") from None
+        if recomputed != entry["sha256"]:
+            raise CheckFailed(f"entry {entry['id']} of the custody log was changed: it no longer hashes to its "
+                              "sha256")
     link = entry.get("recording_prev_sha256")
     if link is None:
         # Entries written before recordings had a chain of their own (an
@@ -441,8 +470,14 @@ def _facts(ctx: _Context) -> list[str]:
     if ctx.key is not None:
         der = ctx.key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         facts.append(f"Server signing key SHA-256 fingerprint: {hashlib.sha256(der).hexdigest()}")
+    try:
+        certificate = x509.load_pem_x509_certificates(ctx.bundle.read(TSA_CHAIN))[0]
+        facts.append("Time-stamping certificate SHA-256 fingerprint: "
+                     + certificate.fingerprint(hashes.SHA256()).hex(":").upper())
+    except (CheckFailed, ValueError, IndexError, OSError, zipfile.BadZipFile):
+        pass
     for root in sorted(ctx.tsa_roots):
-        facts.append(f"Time-stamping root certificate SHA-256 fingerprint: {root}")
+        facts.append(f"Time-stamping root certificate SHA-256 fingerprint: {bytes.fromhex(root).hex(':').upper()}")
     return facts
 
 

@@ -114,11 +114,10 @@ def test_lawyer_path_from_witness_record_to_openssl(server, people, tmp_path):
     assert approved.status_code == 200, approved.text
     assert approved.json()["state"] in ("approved", "building", "ready")
     assert approved.json()["decided_by"] == "copy-custodian"
-    again = decide(server, custodian, request["request_id"], "deny", reason="changed my mind")
-    assert again.status_code == 409 and again.json()["error"] == "copy_request_not_pending"
-
     ready = wait_until_ready(server, lawyer, request["request_id"])
     assert ready["state"] == "ready", ready
+    again = decide(server, custodian, request["request_id"], "deny", reason="changed my mind")
+    assert again.status_code == 409 and again.json()["error"] == "copy_request_not_pending"
     bundle = download(server, lawyer, request["request_id"], tmp_path / ready["bundle"]["filename"])
     assert hashlib.sha256(bundle.read_bytes()).hexdigest() == ready["bundle"]["sha256"]
     assert bundle.stat().st_size == ready["bundle"]["size"]
@@ -327,6 +326,14 @@ def test_who_sees_which_requests(server, people, gappy_bundle):
         if cursor is None:
             break
     assert len(paged) == len(set(paged)) and set(paged) == listed(people["custodian"])
+    # A HEAD shows the size but downloads nothing, so it is not audited.
+    def downloads():
+        return len(requests.get(f"{server.url}/v1/audit", headers=people["custodian"].auth,
+                                params={"recording_id": recording.id, "action": "copy.downloaded"}).json()["entries"])
+    before = downloads()
+    head = requests.head(f"{server.url}/v1/copy-requests/{rid}/bundle", headers=people["lawyer"].auth)
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == request["bundle"]["size"]
+    assert downloads() == before
     # A custodian may fetch a ready bundle of their organisation too.
     fetched = requests.get(f"{server.url}/v1/copy-requests/{rid}/bundle", headers=people["custodian"].auth)
     assert fetched.status_code == 200 and hashlib.sha256(fetched.content).hexdigest() == request["bundle"]["sha256"]
@@ -365,6 +372,60 @@ def test_only_lawyers_request_and_only_custodians_decide(server, people):
     assert answer.status_code == 403
     answer = requests.get(f"{server.url}/v1/copy-requests/not-a-uuid", headers=people["lawyer"].auth)
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_request_id"
+
+
+def test_an_approval_can_be_withdrawn_before_its_build(server, people):
+    phone = Phone(server)
+    recording = phone.create_recording()  # no manifest yet: the approval waits
+    request = ask_for_copy(server, people["lawyer"], recording.id)
+    decide(server, people["custodian"], request["request_id"], "approve")
+    withdrawn = decide(server, people["custodian"], request["request_id"], "deny", reason="Subpoena quashed")
+    assert withdrawn.status_code == 200 and withdrawn.json()["state"] == "denied"
+    recording.put(0, recording.chunk(0, b"late footage", final=True), final=True)
+    server.wait_for(lambda: recording.status().json()["manifest_version"] == 1)
+    control = ask_for_copy(server, people["lawyer"], recording.id)
+    decide(server, people["custodian"], control["request_id"], "approve")
+    assert wait_until_ready(server, people["lawyer"], control["request_id"])["state"] == "ready"
+    assert state_of(server, people["lawyer"], request["request_id"])["state"] == "denied"
+
+
+def test_another_requests_details_stay_out_of_a_bundle(server, people, tmp_path):
+    phone = Phone(server)
+    recording = phone.create_recording()
+    recording.put(0, recording.chunk(0, b"footage", final=True), final=True)
+    server.wait_for(lambda: recording.status().json()["manifest_version"] == 1)
+    secret = ask_for_copy(server, people["lawyer2"], recording.id, case_reference="Secret matter 99",
+                          purpose="private strategy")
+    decide(server, people["custodian"], secret["request_id"], "deny", reason="conflict of interest")
+    mine = ask_for_copy(server, people["lawyer"], recording.id)
+    decide(server, people["custodian"], mine["request_id"], "approve")
+    assert wait_until_ready(server, people["lawyer"], mine["request_id"])["state"] == "ready"
+    bundle = download(server, people["lawyer"], mine["request_id"], tmp_path / "mine.zip")
+    with zipfile.ZipFile(bundle) as zf:
+        everything = b"".join(zf.read(name) for name in zf.namelist())
+        (log_name,) = [n for n in zf.namelist() if n.endswith("custody-log.jsonl")]
+        log = [json.loads(line) for line in zf.read(log_name).splitlines()]
+    for private in (b"Secret matter 99", b"private strategy", b"conflict of interest"):
+        assert private not in everything
+    withheld = [(e["action"], e["actor"]) for e in log if e.get("detail_withheld")]
+    assert withheld == [("copy.requested", "staff:copy-lawyer-two"), ("copy.denied", "staff:copy-custodian")]
+    result = verify_bundle(bundle)
+    assert result.first_failure is None, result.outcomes
+    assert "2 about other copy requests" in result.outcomes[8].detail
+
+
+def test_a_zip_with_two_files_of_one_name_fails(gappy_bundle, tmp_path):
+    bundle, _, _ = gappy_bundle
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(bundle) as source, zipfile.ZipFile(forged, "w") as out:
+        names = source.namelist()
+        (footage,) = [n for n in names if n.rsplit("/", 1)[1].startswith("footage.")]
+        out.writestr(footage, b"TAMPERED " + source.read(footage)[9:])  # what `unzip -n` would keep
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            for name in names:
+                out.writestr(name, source.read(name))
+    result = verify_bundle(forged)
+    assert result.outcomes[1].status == "FAILED" and "two files named" in result.outcomes[1].detail
 
 
 def test_a_request_waits_for_the_first_manifest(server, people):
