@@ -393,12 +393,7 @@ def _check_custody_log(ctx: _Context) -> str:
 def _check_entry(line: bytes, number: int, previous: str, linked: bool, recording_id: str) -> tuple[dict, bool]:
     """Check one custody log line against the line before it (`previous`
     is that entry's sha256; 64 zeros before the first line)."""
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        raise CheckFailed(f"line {number} of the custody log is not a JSON entry") from None
-    if not isinstance(entry, dict) or canonical_json(entry) != line:
-        raise CheckFailed(f"line {number} of the custody log is not a canonical JSON entry")
+    entry = _canonical_object(line, f"line {number} of the custody log")
     if entry.get("recording_id") != recording_id:
         raise CheckFailed(f"entry {entry.get('id')} of the custody log is about another recording")
     if entry.get("detail_withheld") is True:
