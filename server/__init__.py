@@ -25,7 +25,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Build the app. Settings come from `WITNESS_*` environment variables;
     `test_config` may hold `SETTINGS` (a `Settings`), `CLOCK`, and
     `BACKGROUND_JOBS` (default True: compete to run the scheduler)."""
-    app = Flask(__name__, static_folder=None)
+    # Pages (the staff console, the browser recorder) use server/templates and
+    # server/static; every API route is under /v1/.
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
     config = dict(test_config or {})
     settings = config.pop("SETTINGS", None) or Settings.from_env()
     archive = Archive(settings, **({"clock": config.pop("CLOCK")} if "CLOCK" in config else {}))

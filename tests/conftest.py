@@ -1,6 +1,6 @@
 """Fixtures: in-process apps for unit-level tests, real server processes for
-end-to-end ones. Nothing here is skipped for a missing tool: ffmpeg and
-openssl are installed by scripts/bootstrap, and their absence fails loudly."""
+end-to-end ones. Nothing here is skipped for a missing tool: ffmpeg,
+openssl and chromium are installed by scripts/bootstrap, and their absence fails loudly."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .support import ServerProcess
 
 
 def pytest_sessionstart(session):
-    missing = [tool for tool in ("ffmpeg", "ffprobe", "openssl") if shutil.which(tool) is None]
+    missing = [tool for tool in ("ffmpeg", "ffprobe", "openssl", "chromium") if shutil.which(tool) is None]
     if missing:
         raise pytest.UsageError(f"missing tools {missing}: run the tests with scripts/test, which installs them")
 
