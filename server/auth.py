@@ -58,27 +58,31 @@ def issue_access_token_for_refresh() -> str:
     return create_access_token(g.identity, additional_claims=carried, expires_delta=timedelta(minutes=minutes))
 
 
-def require_role(*roles: str, refresh: bool = False, either_token: bool = False, during_totp_setup: bool = False):
+def require_role(*roles: str, refresh: bool = False, either_token: bool = False, during_totp_setup: bool = False,
+                 console_cookie: bool = False):
     """View decorator: a valid token (access, or refresh when `refresh`, or
     either when `either_token`) whose role is one of `roles`. Sets `g.role`, `g.identity`, `g.account`,
     `g.organisation_id`, and `g.device_id` (devices) or `g.viewer` (staff).
 
     A custodian who must set up a second factor first (the operator requires
-    one) reaches only views marked `during_totp_setup`."""
+    one) reaches only views marked `during_totp_setup`.
+
+    `console_cookie`: the token may also come from the staff console's
+    session cookie (server/pages.py). Only for GET routes a browser loads by
+    URL (the player's footage, files to download), where no header can be
+    added; SameSite=Strict keeps other sites from using it."""
 
     def decorate(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
-            verify_jwt_in_request(refresh=refresh, verify_type=not either_token)
+            verify_jwt_in_request(refresh=refresh, verify_type=not either_token,
+                                  locations=["headers", "cookies"] if console_cookie else ["headers"])
             claims = get_jwt()
             role, identity = claims.get("role"), claims.get("sub", "")
             if role not in roles:
                 return error_response(403, "forbidden", f"This needs the role {' or '.join(roles)}.")
-            account = g.pop("_witness_account")
-            g.role, g.identity, g.account = role, identity, account
-            g.organisation_id = account["organisation_id"]
-            g.device_id = account["id"] if role == DEVICE else None
-            g.viewer = Viewer(f"staff:{account['username']}", account["organisation_id"]) if role != DEVICE else None
+            enter_session(role, identity, g.pop("_witness_account"))
+            account = g.account
             if role != DEVICE and not during_totp_setup and logins.second_factor_setup_required(archive(), account):
                 return error_response(403, "totp_setup_required",
                                       "This server requires custodians to use a second factor: set one up with "
@@ -88,6 +92,15 @@ def require_role(*roles: str, refresh: bool = False, either_token: bool = False,
         return wrapper
 
     return decorate
+
+
+def enter_session(role: str, identity: str, account: dict) -> None:
+    """Set `g.role`, `g.identity`, `g.account`, `g.organisation_id` and
+    `g.device_id` (devices) or `g.viewer` (staff) for a verified token."""
+    g.role, g.identity, g.account = role, identity, account
+    g.organisation_id = account["organisation_id"]
+    g.device_id = account["id"] if role == DEVICE else None
+    g.viewer = Viewer(f"staff:{account['username']}", account["organisation_id"]) if role != DEVICE else None
 
 
 def register_token_callbacks() -> None:

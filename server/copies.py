@@ -64,7 +64,7 @@ def deny(request_id: str):
 
 
 @bp.get("/v1/copy-requests/<request_id>/bundle")
-@require_role(LAWYER, CUSTODIAN)
+@require_role(LAWYER, CUSTODIAN, console_cookie=True)
 def bundle(request_id: str):
     """The bundle zip, once ready; a single `Range` is honoured, so an
     interrupted download can resume."""

@@ -44,7 +44,7 @@ def recording_detail(recording_id: str):
 
 
 @bp.get("/v1/recordings/<recording_id>/manifest")
-@require_role(*STAFF_ROLES)
+@require_role(*STAFF_ROLES, console_cookie=True)
 def manifest(recording_id: str):
     """The exact signed manifest bytes (latest, or `?version=n`)."""
     row = retrieval.manifest_for(archive(), g.viewer, path_recording_id(recording_id), query_positive_int("version"),
@@ -54,14 +54,14 @@ def manifest(recording_id: str):
 
 
 @bp.get("/v1/recordings/<recording_id>/manifest.sig")
-@require_role(*STAFF_ROLES)
+@require_role(*STAFF_ROLES, console_cookie=True)
 def manifest_signature(recording_id: str):
     """The raw 64-byte Ed25519 signature over the manifest bytes."""
     return _manifest_part(recording_id, "signature", "signature", "application/octet-stream")
 
 
 @bp.get("/v1/recordings/<recording_id>/manifest.tsr")
-@require_role(*STAFF_ROLES)
+@require_role(*STAFF_ROLES, console_cookie=True)
 def manifest_timestamp(recording_id: str):
     """The RFC 3161 time-stamp response over the manifest bytes' SHA-256:
     the built-in TSA's, or the external TSA's with `?tsa=external`."""
@@ -83,7 +83,7 @@ def _manifest_part(recording_id: str, part: str, field: str, mimetype: str) -> R
 
 
 @bp.get("/v1/recordings/<recording_id>/media")
-@require_role(*STAFF_ROLES)
+@require_role(*STAFF_ROLES, console_cookie=True)
 def media(recording_id: str):
     """The decrypted footage as held so far; honours a single `Range`."""
     view = retrieval.footage_view(archive(), g.viewer, path_recording_id(recording_id))

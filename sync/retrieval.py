@@ -16,6 +16,7 @@ from .archive import Archive
 from .errors import InvalidInput, NotFound, NotReady
 from .ingest import index_ranges, missing_ranges, owned_recording
 from .paging import newest_first_page
+from .timefmt import parse_time
 
 RECORDING_STATES = ("receiving", "complete", "interrupted")
 # Gaps exist when fewer chunks are held than the recording's known length
@@ -105,6 +106,27 @@ def recording_summary(row: dict) -> dict:
         "footage_size": row["footage_size"],
         "manifest_version": row["manifest_version"],
     }
+
+
+def estimated_durations(archive: Archive, recording_ids: list[str]) -> dict[str, float | None]:
+    """About how many seconds each recording covers: from its start to the
+    capture time of the newest chunk held, both by the device's clock (so a
+    backlog uploaded later does not stretch it). A recording whose chunks
+    carry no capture time falls back to the span over which chunks arrived;
+    one with no chunk yet is None. Not audited (lists are polled)."""
+    if not recording_ids:
+        return {}
+    rows = archive.database.query(
+        "SELECT r.id, r.started_at, r.first_received_at, r.last_received_at, c.captured_at "
+        "FROM recordings r LEFT JOIN chunks c ON c.recording_id = r.id AND c.idx = r.max_index "
+        f"WHERE r.id IN ({', '.join('?' for _ in recording_ids)})", list(recording_ids))
+    durations = {}
+    for row in rows:
+        start, end = (row["started_at"], row["captured_at"]) if row["captured_at"] \
+            else (row["first_received_at"], row["last_received_at"])
+        durations[row["id"]] = None if not (start and end) else \
+            max(0.0, (parse_time(end) - parse_time(start)).total_seconds())
+    return durations
 
 
 def recording_detail(archive: Archive, viewer: Viewer, recording_id: str) -> dict:
