@@ -146,8 +146,11 @@ def copy_request(request_id: str):
 
 def _copy_page(request_id: str, *, error: str | None = None, reason: str = "", status: int = 200):
     found = copies.copy_request(archive(), _who(), request_id)
-    return render_template("console/copy.html", copy=found, notice=NOTICES.get(request.args.get("notice", "")),
-                           error=error, reason=reason), status
+    notice = request.args.get("notice", "")
+    if notice == "approved" and found["state"] not in ("approved", "building"):
+        notice = ""  # the page reloads itself; once built, its state line says so
+    return render_template("console/copy.html", copy=found, notice=NOTICES.get(notice), error=error,
+                           reason=reason), status
 
 
 @bp.post("/console/copies/<request_id>/approve")

@@ -55,11 +55,14 @@ class Chromium:
         os.kill(self.pid, signal.SIGKILL)
 
     def close(self) -> None:
+        if self._playwright is None:
+            return
         try:
             self.browser.close()
         except Exception:  # already killed: the driver reports the lost browser
             pass
         self._playwright.stop()
+        self._playwright = None
 
 
 def screenshot(page: Page, name: str) -> Path:
