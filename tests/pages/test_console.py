@@ -1,0 +1,169 @@
+"""The staff console's own behaviour in a real browser against a real server:
+the recordings list follows recordings as they arrive without a reload;
+logging in with the keyboard alone, with a second factor, and with wrong
+credentials; sessions that end (logout, a disabled account); and no page
+breaks its own Content-Security-Policy."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from crypto.totp import current_code
+
+from ..browser import LAPTOP, PHONE, screenshot
+from ..support import Phone, ServerProcess, Staff
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process = ServerProcess(tmp_path_factory.mktemp("console"), idle_seconds=3).start()
+    yield process
+    process.stop()
+
+
+def csp_violations(page) -> list[str]:
+    """Collects the browser's console errors (a blocked inline script or
+    style shows up there) for the rest of the page's life."""
+    found: list[str] = []
+    page.on("console", lambda message: found.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: found.append(str(error)))
+    return found
+
+
+def keyboard_login(page, who: Staff, code: str | None = None) -> None:
+    """Log in without the mouse: the username field has the focus, Tab moves
+    on, Enter sends the form."""
+    page.keyboard.type(who.username)
+    page.keyboard.press("Tab")
+    page.keyboard.type(who.password)
+    if code is not None:
+        page.keyboard.press("Tab")
+        page.keyboard.type(code)
+    page.keyboard.press("Enter")
+
+
+def test_the_recordings_list_follows_a_recording_as_it_arrives(chromium, server):
+    observer = Staff(server, "olive", "observer")
+    page = chromium.new_page(viewport=PHONE)
+    problems = csp_violations(page)
+    page.goto(server.url + "/console/recordings")
+    keyboard_login(page, observer)
+    page.wait_for_url(lambda url: urlsplit(url).path == "/console/recordings")
+    page.evaluate("window.sameDocument = true")  # gone if the page were reloaded
+
+    recording = Phone(server).create_recording()
+    for index in (0, 1):
+        assert recording.put(index, recording.chunk(index)).status_code == 201
+    row = page.locator("tbody tr", has=page.locator(f"a[title='{recording.id}']"))
+    row.wait_for(timeout=15_000)
+    assert row.get_by_text("arriving").is_visible()
+    assert row.locator("[data-label=Chunks]").inner_text() == "2"
+    screenshot(page, "console-recordings-live")
+
+    assert recording.put(3, recording.chunk(3)).status_code == 201  # chunk 2 never comes
+    row.get_by_text("1 missing").wait_for(timeout=15_000)
+    row.get_by_text("interrupted").wait_for(timeout=30_000)  # idle finalization, seen without a reload
+    assert page.evaluate("window.sameDocument") is True
+    assert re.match(r"Live: updated \d\d:\d\d:\d\d UTC\.", page.locator("[data-live-status]").inner_text())
+
+    # The recording page shows where the gap is.
+    row.get_by_role("link").click()
+    assert page.get_by_text("Chunk 2: missing").is_visible()
+    assert page.locator(".timeline rect.missing").count() == 1
+    screenshot(page, "console-recording-gap")
+    assert problems == []
+
+
+def test_logging_in_with_a_second_factor(chromium, server):
+    lawyer = Staff(server, "lars", "lawyer")
+    secret = requests.post(server.url + "/v1/auth/totp", headers=lawyer.auth).json()["secret"]
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    confirmed = requests.post(server.url + "/v1/auth/totp/confirm", headers=lawyer.auth,
+                              json={"code": current_code(key, time.time())})
+    assert confirmed.status_code == 200, confirmed.text
+
+    page = chromium.new_page(viewport=LAPTOP)
+    page.goto(server.url + "/console/copies")
+    keyboard_login(page, lawyer)  # no code: the page asks for it
+    assert page.get_by_role("alert").inner_text().startswith("This account uses a second factor")
+    assert page.get_by_label("Username").input_value() == "lars"
+    screenshot(page, "console-login-second-factor")
+
+    page.get_by_label("Password").fill(lawyer.password)
+    page.get_by_label("Code from your authenticator app").fill("000000" if current_code(key, time.time()) != "000000"
+                                                               else "111111")
+    page.get_by_role("button", name="Log in").click()
+    assert page.get_by_role("alert").inner_text() == "Wrong username, password or code."
+
+    page.get_by_label("Password").fill(lawyer.password)
+    # The code confirming the factor was used up; the next step's is taken
+    # (one step either side is allowed for clocks that drift).
+    page.get_by_label("Code from your authenticator app").fill(current_code(key, time.time() + 30))
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: urlsplit(url).path == "/console/copies")  # back where the login began
+    assert page.get_by_role("heading", name="Copy requests").is_visible()
+
+
+def test_a_wrong_password_is_a_clear_message_and_no_session(chromium, server):
+    page = chromium.new_page(viewport=PHONE)
+    page.goto(server.url + "/console/login")
+    page.get_by_label("Username").fill("nobody")
+    page.get_by_label("Password").fill("not the password")
+    with page.expect_response(lambda response: response.url.endswith("/console/login")) as answer:
+        page.get_by_role("button", name="Log in").click()
+    assert answer.value.status == 401
+    assert page.get_by_role("alert").inner_text() == "Wrong username, password or code."
+    assert not [cookie for cookie in page.context.cookies() if cookie["name"] == "witness_console"]
+    screenshot(page, "console-login-refused")
+
+
+def test_a_session_ends_at_logout_and_when_the_account_is_disabled(server):
+    custodian = Staff(server, "carmen", "custodian")
+    observer = Staff(server, "otto", "observer")
+
+    def console_session(who: Staff) -> requests.Session:
+        session = requests.Session()
+        answer = session.post(server.url + "/console/login", data={"username": who.username, "password": who.password},
+                              allow_redirects=False)
+        assert answer.status_code == 302 and answer.headers["Location"].endswith("/console/recordings")
+        cookie = answer.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+        return session
+
+    def lands_on_login(session: requests.Session) -> bool:
+        answer = session.get(server.url + "/console/recordings", allow_redirects=False)
+        return answer.status_code == 302 and "/console/login" in answer.headers["Location"]
+
+    # Logout ends the session on the server: the old cookie, replayed, is refused.
+    session = console_session(observer)
+    cookie = session.cookies.get("witness_console")
+    page = session.get(server.url + "/console/recordings").text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    assert session.post(server.url + "/console/logout", data={"csrf_token": csrf}, allow_redirects=False).status_code == 302
+    replay = requests.Session()
+    replay.cookies.set("witness_console", cookie)
+    assert lands_on_login(replay)
+
+    # A custodian disabling the account stops its console at once.
+    session = console_session(observer)
+    assert not lands_on_login(session)
+    disabled = requests.patch(f"{server.url}/v1/staff/{observer.id}", headers=custodian.auth, json={"disabled": True})
+    assert disabled.status_code == 200, disabled.text
+    assert lands_on_login(session)
+
+
+def test_pages_send_a_strict_content_security_policy(server):
+    for path in ("/", "/console/login", "/record"):
+        answer = requests.get(server.url + path)
+        assert answer.status_code == 200
+        policy = answer.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in policy and "'unsafe-inline'" not in policy, (path, policy)
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
