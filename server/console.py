@@ -11,10 +11,21 @@ from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from sync import copies, logins, retrieval
 from sync.accounts import parse_device_id
-from sync.errors import BadCredentials, InvalidInput, SecondFactorRequired, TooManyAttempts
+from sync.errors import (
+    BadCredentials,
+    InvalidInput,
+    SecondFactorRequired,
+    TooManyAttempts,
+)
 
 from .auth import archive
-from .pages import end_console_session, error_page, register_page_errors, safe_next, staff_page, start_console_session
+from .pages import (
+    end_console_session,
+    register_page_errors,
+    safe_next,
+    staff_page,
+    start_console_session,
+)
 from .requests import path_recording_id
 
 bp = Blueprint("console", __name__)
