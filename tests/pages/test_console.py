@@ -167,3 +167,25 @@ def test_pages_send_a_strict_content_security_policy(server):
         policy = answer.headers["Content-Security-Policy"]
         assert "default-src 'self'" in policy and "'unsafe-inline'" not in policy, (path, policy)
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_console_cookie_opens_only_what_a_browser_loads_by_url(server):
+    """The player and download links send the console cookie; the rest of
+    the API reads only the Authorization header, so the cookie cannot be
+    used to list, decide or change anything through it."""
+    lawyer = Staff(server, "lucia", "lawyer")
+    recording = Phone(server).create_recording()
+    assert recording.put(0, recording.chunk(0, b"footage bytes", final=True), final=True).status_code == 201
+    session = requests.Session()
+    session.post(server.url + "/console/login", data={"username": lawyer.username, "password": lawyer.password})
+    assert session.cookies.get("witness_console")
+
+    media = session.get(f"{server.url}/v1/recordings/{recording.id}/media", headers={"Range": "bytes=0-3"})
+    assert (media.status_code, media.content) == (206, b"foot")
+    for method, path, body in [("GET", "/v1/recordings", None), ("GET", f"/v1/recordings/{recording.id}", None),
+                               ("GET", "/v1/copy-requests", None),
+                               ("POST", f"/v1/recordings/{recording.id}/copy-requests",
+                                {"case_reference": "x", "purpose": "y"})]:
+        answer = session.request(method, server.url + path, json=body)
+        assert (answer.status_code, answer.json()["error"]) == (401, "unauthorized"), (method, path)
+    assert requests.get(f"{server.url}/v1/recordings/{recording.id}/media").status_code == 401
