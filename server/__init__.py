@@ -14,7 +14,7 @@ from sync.archive import Archive
 from sync.scheduler import start_background_jobs
 from sync.settings import Settings
 
-from . import account, console, copies, custodians, devices, pages, public, recorder, staff
+from . import account, console, console_account, console_custodians, copies, custodians, devices, pages, public, recorder, staff
 from .auth import register_token_callbacks
 from .cli import witness
 from .errors import register_error_handlers
@@ -45,7 +45,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_token_callbacks()
     register_error_handlers(app)
     pages.configure(app)
-    for blueprint in (public.bp, account.bp, devices.bp, staff.bp, copies.bp, custodians.bp, recorder.bp, console.bp):
+    for blueprint in (public.bp, account.bp, devices.bp, staff.bp, copies.bp, custodians.bp, recorder.bp, console.bp,
+                      console_custodians.bp, console_account.bp):
         app.register_blueprint(blueprint)
     app.cli.add_command(witness)
     # Logging first: the scheduler thread may log the moment it starts.

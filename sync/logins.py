@@ -237,6 +237,23 @@ def confirm_totp(archive: Archive, staff_id: int, code) -> None:
                            organisation_id=row["organisation_id"], detail={"username": row["username"]})
 
 
+def pending_totp_setup(archive: Archive, staff_id: int) -> dict | None:
+    """The second factor the account started setting up but has not
+    confirmed: `secret` (base32) and `otpauth_uri`, as `start_totp_setup`
+    gave them, so a page can show them again until a code confirms it. None
+    when no setup is pending (none started, one already on, or the secret
+    was sealed under keys this server no longer holds). Not audited: it
+    shows the account's own secret to its own session. Raises nothing."""
+    row = archive.database.one("SELECT * FROM staff WHERE id = ?", [staff_id])
+    if row is None or row["totp_enabled_at"] is not None or row["totp_secret"] is None:
+        return None
+    secret = _totp_secret(archive, row)
+    if secret is None:
+        return None
+    return {"secret": secret_base32(secret),
+            "otpauth_uri": provisioning_uri(secret, row["username"], archive.settings.totp_issuer)}
+
+
 def _seal(archive: Archive, staff_id: int, secret: bytes) -> bytes:
     return seal_stored_secret(stored_secret_key(archive.keys.token_secret), secret, f"totp staff:{staff_id}")
 
