@@ -4,8 +4,9 @@
 //   settings    "device" -> {device_id, access_token, refresh_token}
 //               "keys"   -> the `hpke` part of GET /v1/keys
 //   recordings  recording_id -> {recording_id, body (the POST /v1/recordings
-//               body), started_at, next_index, stopped, device_id (once the
-//               server took it), created, acked, completed, refused}
+//               body), started_at, next_index, stopped, abandoned (its page
+//               died while recording), device_id (once the server took it),
+//               created, acked, completed, refused}
 //   pieces      [recording_id, index] -> {recording_id, index, body (the
 //               chunk's ciphertext), final, captured_at}
 //   rejected    the same key -> a piece the server refused for good, with
@@ -76,7 +77,7 @@ export class Outbox {
   addRecording(body) {
     const recording = {
       recording_id: body.recording_id, body, started_at: body.started_at, next_index: 0, stopped: false,
-      device_id: null, created: false, acked: 0, completed: false, refused: null,
+      abandoned: false, device_id: null, created: false, acked: 0, completed: false, refused: null,
     };
     return this._run(["recordings"], "readwrite", (t) => promised(t.objectStore("recordings").add(recording)));
   }

@@ -89,6 +89,10 @@ class RecordingSession {
     this.recorder.onerror = (event) => {
       showProblem("The recording stopped because of an error in this browser.", String(event.error || ""));
     };
+    // Held while this page records: a page opened later can tell a
+    // recording whose page died (lock free) from one still going in
+    // another tab (lock held).
+    if (navigator.locks) navigator.locks.request(recordingLock(this.recordingId), () => this.finished);
     this.recorder.start(TIMESLICE_MS);
     page.uploader.kick();
   }
@@ -286,7 +290,11 @@ async function draw() {
     loading: "Getting ready…", starting: "Starting the camera…", recording: "Stop recording",
     stopping: "Finishing…", unsupported: "Recording is not possible here",
   }[state] || "Start recording";
-  ui.button.disabled = !(state === "idle" || state === "recording");
+  // Busy moments only look disabled: a disabled button would drop the
+  // keyboard focus, and the next key press would go nowhere.
+  const usable = state === "idle" || state === "recording";
+  ui.button.disabled = state === "loading" || state === "unsupported";
+  ui.button.setAttribute("aria-disabled", String(!usable));
   ui.button.setAttribute("aria-pressed", String(recording));
 
   ui.previewIdle.hidden = Boolean(page.session);
@@ -326,7 +334,9 @@ async function draw() {
 
   // What to tell the person.
   let note = "";
-  if (state === "recording") {
+  if (state === "recording" && upload.needsCode) {
+    note = "Recording. The video is kept on this phone until you enter the code below.";
+  } else if (state === "recording") {
     note = connection === "online" || connection === "unknown"
       ? "Recording. Each second is sent as you film."
       : "Recording. Keep filming: the video is saved on this phone and will be sent when the connection comes back.";
@@ -334,7 +344,9 @@ async function draw() {
     note = "Finishing the last second…";
   } else if (current && state === "idle") {
     if (current.refused) note = "";
-    else if (waiting === 0 && current.completed) note = `Done. All ${safe} seconds of the last recording are safe on the server.`;
+    else if (waiting === 0 && current.completed && current.abandoned) {
+      note = `The last recording was cut off. All ${safe} seconds this phone kept of it are safe on the server.`;
+    } else if (waiting === 0 && current.completed) note = `Done. All ${safe} seconds of the last recording are safe on the server.`;
     else if (waiting > 0) note = `Stopped. ${waiting} seconds are still waiting to be sent; keep this page open until they are.`;
     else note = "Stopped.";
   } else if (state === "idle") {
@@ -376,24 +388,40 @@ async function draw() {
   }
 }
 
+function recordingLock(recordingId) {
+  return `witness-recording-${recordingId}`;
+}
+
+/** Recordings whose page died while recording: never stopped, lock free. */
+async function markAbandonedRecordings() {
+  if (!navigator.locks) return;
+  for (const recording of await page.outbox.recordingsToSend()) {
+    if (recording.stopped) continue;
+    await navigator.locks.request(recordingLock(recording.recording_id), { ifAvailable: true }, async (lock) => {
+      if (lock) await page.outbox.updateRecording(recording.recording_id, (r) => { r.stopped = true; r.abandoned = true; });
+    });
+  }
+}
+
 async function prepare() {
-  // Keys first, for recording without a connection later; then the device,
-  // so that a server needing an enrollment code says so before recording.
+  // First what is already on this phone: an earlier recording's backlog.
   page.keys = (await page.outbox.getSetting("keys")) || null;
+  await markAbandonedRecordings();
+  page.uploader.kick();
+  // Then, from the server: fresh keys (kept for recording offline later),
+  // and this phone's registration, so that a server wanting an enrollment
+  // code says so before anything is recorded.
   try {
     page.keys = await page.api.fetchKeys();
   } catch {
     // offline: the cached keys (if any) will do
   }
-  if (!(await page.outbox.getSetting("device"))) {
-    try {
-      await page.uploader.register();
-      forgetCodeInAddress();
-    } catch {
-      // shown from the uploader's state (a code is needed), or retried later
-    }
+  try {
+    await page.uploader.register();
+    forgetCodeInAddress();
+  } catch {
+    // shown from the uploader's state (a code is needed), or retried later
   }
-  page.uploader.kick(); // an earlier recording's backlog, if any
 }
 
 function forgetCodeInAddress() {
@@ -408,7 +436,8 @@ async function submitCode(event) {
   const code = ui.enrollCode.value.trim();
   if (!code) return;
   try {
-    if (!(await page.outbox.getSetting("device"))) await page.uploader.register(code);
+    await page.uploader.register(code);
+    forgetCodeInAddress();
     clearProblem();
     page.uploader.kick();
   } catch (error) {
@@ -452,7 +481,10 @@ async function main() {
   page.uploader.enrollmentCode = new URL(location.href).searchParams.get("code");
   if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => {});
 
-  ui.button.addEventListener("click", () => (page.state === "recording" ? stopRecording() : startRecording()));
+  ui.button.addEventListener("click", () => {
+    if (page.state === "recording") stopRecording();
+    else if (page.state === "idle") startRecording();
+  });
   ui.enroll.addEventListener("submit", submitCode);
   window.addEventListener("online", () => { page.uploader.wake(); render(); });
   window.addEventListener("offline", () => render());

@@ -138,6 +138,7 @@ export class Uploader {
     this.attempt = 0;
     this.digestFailures = new Map();
     this.wakeSleep = null;
+    this.registering = null;
   }
 
   _set(change) {
@@ -183,7 +184,7 @@ export class Uploader {
         try {
           await this._pass();
           this.attempt = 0;
-          this._set({ reachable: true, problem: null, needsCode: null });
+          this._set({ reachable: true, problem: null });
           if (!this.again) return;
         } catch (error) {
           if (error instanceof NeedsEnrollmentCode) {
@@ -213,8 +214,19 @@ export class Uploader {
    * before. Throws NeedsEnrollmentCode (also shown in `state.needsCode`)
    * when the server wants a code it did not get, and Unreachable.
    */
-  async register(code = undefined) {
+  register(code = undefined) {
     if (code !== undefined) this.enrollmentCode = code;
+    // One registration at a time, and none over a stored one: a second
+    // device would orphan the recordings the first one created.
+    if (!this.registering) {
+      this.registering = this._register().finally(() => { this.registering = null; });
+    }
+    return this.registering;
+  }
+
+  async _register() {
+    const stored = await this.outbox.getSetting("device");
+    if (stored) return stored;
     try {
       const device = await this.api.register(this.enrollmentCode);
       this._set({ needsCode: null });
@@ -240,7 +252,9 @@ export class Uploader {
     } catch (error) {
       if (!(error instanceof RegistrationEnded)) throw error;
       await this._registrationEnded(device, error.message);
-      this.again = true; // recordings not created yet go with a new registration
+      // Recordings not created yet go with a new registration, after the
+      // usual backoff (never a tight loop of registrations).
+      throw new Unreachable("registering this phone again");
     }
   }
 
@@ -307,6 +321,13 @@ export class Uploader {
     }
     const current = await this.outbox.getRecording(id);
     if (current.stopped && !current.completed && !(await this.outbox.waitingCount(id))) {
+      if (current.abandoned) {
+        // Its page died mid-recording: no final chunk exists, and the server
+        // finalizes it as interrupted by itself. Nothing is left to do.
+        await this.outbox.updateRecording(id, (r) => { r.completed = true; });
+        this.onChange(this.state);
+        return;
+      }
       const answer = await this.api.authed(device, "POST", `/v1/recordings/${id}/complete`);
       if (answer.status === 202) await this.outbox.updateRecording(id, (r) => { r.completed = true; });
       else return this._refuse(current, answer);
