@@ -121,10 +121,20 @@ def staff_page(*roles: str, totp_setup: bool = False):
 
 
 def _to_login():
-    target = request.full_path if request.method == "GET" else request.referrer or ""
+    target = request.full_path if request.method == "GET" else _referring_page()
     response = redirect(url_for("console.login", next=safe_next(target)))
     response.delete_cookie(COOKIE, path="/", samesite="Strict", secure=request.is_secure, httponly=True)
     return response
+
+
+def _referring_page() -> str:
+    """The path of the page a form was sent from, when it is a page of this
+    server. Browsers send the Referer as a full URL, which `safe_next`
+    rightly refuses, so only its path and query are kept."""
+    referrer = urlsplit(request.referrer or "")
+    if referrer.scheme not in ("http", "https") or referrer.netloc != request.host:
+        return ""
+    return referrer.path + (f"?{referrer.query}" if referrer.query else "")
 
 
 def safe_next(target: str | None) -> str | None:

@@ -480,3 +480,20 @@ def test_console_cell(world, name, column):
 
     if method == "POST" and call.done is not None:
         assert call.done(answer) is (expected == "302"), f"{'no change' if expected == '302' else 'a change'}: {seen}"
+
+
+def test_a_form_sent_without_a_session_comes_back_to_its_page_after_login(world):
+    """A POST whose session has ended goes to the login page, which returns
+    to the page the form was on: the Referer, kept only when it is a page of
+    this server (never a way to send the browser elsewhere)."""
+    url = world.server.url + "/console/enrollment-codes"
+    here = "/console/people?notice=disabled"
+    for referrer, expected in ((world.server.url + here, [here]),
+                               ("https://elsewhere.example/console/people", None),
+                               (None, None)):
+        headers = {"Referer": referrer} if referrer else {}
+        answer = requests.post(url, data={"note": "x", "csrf_token": "stale"}, headers=headers, allow_redirects=False)
+        assert answer.status_code == 302, answer.text
+        location = urlsplit(answer.headers["Location"])
+        assert location.path == "/console/login"
+        assert parse_qs(location.query).get("next") == expected, (referrer, answer.headers["Location"])
