@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+import uuid
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -234,6 +235,42 @@ def test_a_recording_whose_page_died_is_sent_when_the_page_opens_again(chromium,
     assert final["missing"] == [] and final["final_index"] is None
     assert held(final) == number(again, "safe") >= 4
     context.close()
+
+
+STORED_DEVICE = """async (replacement) => {
+  const { Outbox } = await import('/static/record/outbox.js');
+  const outbox = await Outbox.open();
+  if (replacement) await outbox.setSetting('device', replacement);
+  return outbox.getSetting('device');
+}"""
+
+
+def test_expired_tokens_are_refreshed_and_an_ended_registration_replaced(chromium, server, observer):
+    page = open_recorder(chromium, server, viewport=PHONE)
+    device = wait_until(lambda: page.evaluate(STORED_DEVICE, None), what="registration")
+    subject = f"device:{device['device_id']}"
+
+    # An access token past its 15 minutes: refreshed, then the upload goes on.
+    expired = server.forged_token(subject, "device", expires_in=-60, sid=str(uuid.uuid4()))
+    page.evaluate(STORED_DEVICE, {**device, "access_token": expired})
+    first = start_recording(page)
+    wait_for_safe(page, 2)
+    page.get_by_role("button", name="Stop recording").click()
+    page.get_by_text("Done. All").wait_for(timeout=30_000)
+    refreshed = page.evaluate(STORED_DEVICE, None)
+    assert refreshed["device_id"] == device["device_id"] and refreshed["access_token"] != expired
+    assert status(server, observer, first)["missing"] == []
+
+    # A refresh token past its year too: the phone registers again, and a
+    # recording not yet on the server goes with the new registration.
+    ended = server.forged_token(subject, "device", expires_in=-60, kind="refresh", sid=str(uuid.uuid4()))
+    page.evaluate(STORED_DEVICE, {**refreshed, "access_token": expired, "refresh_token": ended})
+    second = start_recording(page)
+    wait_for_safe(page, 2)
+    page.get_by_role("button", name="Stop recording").click()
+    page.get_by_text("Done. All").wait_for(timeout=30_000)
+    assert page.evaluate(STORED_DEVICE, None)["device_id"] != device["device_id"]
+    assert status(server, observer, second)["missing"] == []
 
 
 def test_a_server_that_wants_an_enrollment_code(chromium, tmp_path):

@@ -486,7 +486,11 @@ async function main() {
     else if (page.state === "idle") startRecording();
   });
   ui.enroll.addEventListener("submit", submitCode);
-  window.addEventListener("online", () => { page.uploader.wake(); render(); });
+  window.addEventListener("online", () => {
+    page.uploader.wake();
+    page.api.fetchKeys().catch(() => {}); // also says whether the server answers
+    render();
+  });
   window.addEventListener("offline", () => render());
   window.addEventListener("beforeunload", (event) => {
     if (page.state === "recording") event.preventDefault(); // leaving stops the camera

@@ -42,6 +42,7 @@ export class DeviceApi {
   constructor(outbox, base = "") {
     this.outbox = outbox;
     this.base = base;
+    this.onReach = () => {}; // told after every request whether the server answered
   }
 
   async send(method, path, { json, body, headers = {}, token } = {}) {
@@ -57,10 +58,12 @@ export class DeviceApi {
     try {
       response = await fetch(this.base + path, { method, headers: sent, body, cache: "no-store", signal: abort.signal });
     } catch (error) {
+      this.onReach(false);
       throw new Unreachable(navigator.onLine === false ? "offline" : "no answer from the server");
     } finally {
       clearTimeout(timer);
     }
+    this.onReach(response.status < 500);
     let data = null;
     try {
       data = await response.json();
@@ -139,6 +142,9 @@ export class Uploader {
     this.digestFailures = new Map();
     this.wakeSleep = null;
     this.registering = null;
+    api.onReach = (reachable) => {
+      if (reachable !== this.state.reachable) this._set({ reachable });
+    };
   }
 
   _set(change) {
@@ -184,17 +190,14 @@ export class Uploader {
         try {
           await this._pass();
           this.attempt = 0;
-          this._set({ reachable: true, problem: null });
+          if (this.state.problem) this._set({ problem: null });
           if (!this.again) return;
         } catch (error) {
-          if (error instanceof NeedsEnrollmentCode) {
-            this._set({ reachable: true });
-            return; // until a code is given (kick)
-          }
+          if (error instanceof NeedsEnrollmentCode) return; // until a code is given (kick)
           if (!(error instanceof Unreachable)) {
             this._set({ problem: { kind: "bug", message: String(error && error.message || error) } });
           } else {
-            this._set({ reachable: false, problem: { kind: "unreachable", message: error.message } });
+            this._set({ problem: { kind: "unreachable", message: error.message } });
           }
           // Full jitter (docs/protocol.md): every phone at a demonstration
           // comes back at the same moment.
@@ -305,7 +308,7 @@ export class Uploader {
       if (answer.status === 200 || answer.status === 201) {
         await this.outbox.acknowledge(id, piece.index);
         this.attempt = 0;
-        this._set({ reachable: true, problem: null });
+        this._set({ problem: null });
         continue;
       }
       if (answer.status === 404) return this._refuse(recording, answer);
