@@ -13,9 +13,11 @@ import { DeviceApi, NeedsEnrollmentCode, Uploader } from "./uploader.js";
 const TIMESLICE_MS = 1000;
 // MP4 with a keyframe every second: each piece after the first starts at a
 // `moof`, so a recording cut anywhere decodes up to its last whole second
-// (FIELD-NOTES.md). WebM where MP4 is not offered.
+// (FIELD-NOTES.md). Plain "video/mp4" is for browsers with other MP4 audio
+// (Safari's AAC); WebM where MP4 is not offered at all.
 const FORMATS = [
   { mimeType: "video/mp4;codecs=avc1,opus", videoKeyFrameIntervalDuration: 1000 },
+  { mimeType: "video/mp4", videoKeyFrameIntervalDuration: 1000 },
   { mimeType: "video/webm;codecs=vp8,opus" },
   { mimeType: "video/webm" },
 ];
