@@ -130,6 +130,7 @@ def test_footage_survives_a_browser_killed_mid_recording(chromium, server, obser
 
 def test_a_normal_stop_completes_the_recording(chromium, server, observer, tmp_path):
     page = open_recorder(chromium, server, viewport=LAPTOP)
+    page.locator("#connection[data-state=online]").wait_for()
     both_widths(page, "record-idle")
     recording_id = start_recording(page)
     wait_for_safe(page, 4)
@@ -339,6 +340,20 @@ def test_the_page_has_a_strict_policy_and_nothing_inline(chromium, server):
     page.get_by_role("button", name="Start recording").wait_for()
     page.locator("#connection[data-state=online]").wait_for()
     assert refused == []
+
+
+def test_a_plain_http_address_is_refused_in_plain_words(chromium, server):
+    """Not a secure context (plain http, not localhost): no camera and no
+    WebCrypto, so the page says what to do instead of failing later. The
+    page comes from the real server, relayed under a non-local name."""
+    page = chromium.new_page(viewport=PHONE)
+    page.route("http://witness.invalid/**", lambda route: route.fulfill(
+        response=route.fetch(url=route.request.url.replace("http://witness.invalid", server.url))))
+    page.goto("http://witness.invalid/record")
+    assert page.evaluate("isSecureContext") is False
+    page.get_by_text("This page must be opened over a secure connection.").wait_for()
+    assert page.get_by_text("https://").is_visible()
+    assert page.get_by_role("button", name="Recording is not possible here").is_disabled()
 
 
 def test_the_button_works_from_the_keyboard(chromium, server):
