@@ -10,7 +10,7 @@ from sync import accounts, logins
 from sync.errors import InvalidInput, SecondFactorAlreadyOn, TooManyAttempts, WrongSecondFactor
 
 from .auth import archive
-from .pages import COOKIE, register_page_errors, staff_page
+from .pages import drop_console_cookie, register_page_errors, staff_page
 
 bp = Blueprint("console_account", __name__)
 register_page_errors(bp)
@@ -57,10 +57,8 @@ def change_password():
     except TooManyAttempts:
         return _account_page(error="Too many failed tries for your username. Wait a few minutes, then try again.",
                              status=429)
-    response = redirect(url_for("console.login", notice="password_changed"))
     # The session is over already (the account's generation moved on).
-    response.delete_cookie(COOKIE, path="/", samesite="Strict", secure=request.is_secure, httponly=True)
-    return response
+    return drop_console_cookie(redirect(url_for("console.login", notice="password_changed")))
 
 
 @bp.post("/console/account/totp")

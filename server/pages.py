@@ -81,6 +81,11 @@ def end_console_session(response: Response) -> Response:
         claims = get_jwt()
         logins.end_session(archive(), claims["sid"], int(claims["exp"]), actor=g.viewer.actor,
                            organisation_id=g.organisation_id)
+    return drop_console_cookie(response)
+
+
+def drop_console_cookie(response: Response) -> Response:
+    """Tell the browser to forget the session cookie."""
     response.delete_cookie(COOKIE, path="/", samesite="Strict", secure=request.is_secure, httponly=True)
     return response
 
@@ -123,8 +128,7 @@ def staff_page(*roles: str, totp_setup: bool = False):
 def _to_login():
     target = request.full_path if request.method == "GET" else _referring_page()
     response = redirect(url_for("console.login", next=safe_next(target)))
-    response.delete_cookie(COOKIE, path="/", samesite="Strict", secure=request.is_secure, httponly=True)
-    return response
+    return drop_console_cookie(response)
 
 
 def _referring_page() -> str:

@@ -37,12 +37,15 @@ class Chromium:
     SIGKILL to the browser process itself: no unload handler runs, nothing
     is flushed, exactly like a smashed phone."""
 
-    def __init__(self):
+    def __init__(self, *, camera_allowed: bool = True):
+        flags = CHROMIUM_FLAGS if camera_allowed else [
+            "--use-fake-ui-for-media-stream=deny" if flag == "--use-fake-ui-for-media-stream" else flag
+            for flag in CHROMIUM_FLAGS]
         self._playwright = sync_playwright().start()
         self._driver_pid = _driver_pid(self._playwright)
         before = set(_descendants(self._driver_pid))
         self.browser: Browser = self._playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_FLAGS)
+            executable_path=shutil.which("chromium"), headless=True, args=flags)
         self.pid = _browser_pid(set(_descendants(self._driver_pid)) - before)
 
     def new_page(self, viewport: dict = LAPTOP, **context_options) -> Page:

@@ -367,3 +367,23 @@ def test_the_button_works_from_the_keyboard(chromium, server):
     wait_for_safe(page, 1)
     page.keyboard.press("Space")
     page.get_by_text("Done. All").wait_for(timeout=30_000)
+
+
+def test_a_refused_camera_says_what_to_do(server):
+    """The witness said no to the camera prompt (Chromium's fake prompt set
+    to deny): the page says so in plain words and can be tried again."""
+    from ..browser import Chromium
+
+    refusing = Chromium(camera_allowed=False)
+    try:
+        page = refusing.new_page(viewport=PHONE)
+        page.goto(server.url + "/record")
+        page.get_by_role("button", name="Start recording").click()
+        alert = page.get_by_role("alert")
+        alert.wait_for()
+        assert alert.inner_text().startswith("The camera or microphone was not allowed.")
+        assert "press Start recording again" in alert.inner_text()
+        assert page.get_by_role("button", name="Start recording").is_enabled()
+        screenshot(page, "record-camera-refused")
+    finally:
+        refusing.close()
