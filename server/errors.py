@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sync import errors as domain
@@ -82,6 +82,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
+        if request.path.startswith("/console/") and exc.code in (404, 405):
+            from .pages import error_page  # pages import this module
+
+            return error_page(exc.code, "There is no such page here." if exc.code == 404 else
+                              "That page cannot be used this way; go back and use its links and buttons.")
         code = _HTTP_CODES.get(exc.code or 500, "http_error")
         return error_response(exc.code or 500, code, exc.description or exc.name)
 

@@ -189,3 +189,13 @@ def test_the_console_cookie_opens_only_what_a_browser_loads_by_url(server):
         answer = session.request(method, server.url + path, json=body)
         assert (answer.status_code, answer.json()["error"]) == (401, "unauthorized"), (method, path)
     assert requests.get(f"{server.url}/v1/recordings/{recording.id}/media").status_code == 401
+
+
+def test_a_wrong_console_address_is_a_page_not_json(server):
+    missing = requests.get(server.url + "/console/no-such-page")
+    assert missing.status_code == 404 and missing.headers["Content-Type"].startswith("text/html")
+    assert "There is no such page here." in missing.text
+    wrong_method = requests.get(server.url + "/console/logout")
+    assert wrong_method.status_code == 405 and "use its links and buttons" in wrong_method.text
+    api = requests.get(server.url + "/v1/no-such-route")
+    assert (api.status_code, api.json()["error"]) == (404, "not_found")  # the API stays JSON
