@@ -92,9 +92,11 @@ def recordings():
     table rows, which the page's script fetches every few seconds."""
     state = request.args.get("state") or None
     gaps = request.args.get("gaps") or None
+    if gaps not in (None, "yes", "no"):
+        raise InvalidInput("invalid_gaps", "gaps must be yes, no, or left out.")
     filters = retrieval.RecordingFilter(
         states=retrieval.parse_states(state) if state else (),
-        has_gaps={"yes": True, "no": False}.get(gaps),
+        has_gaps=None if gaps is None else gaps == "yes",
         device_id=parse_device_id(request.args["device"]) if request.args.get("device") else None,
     )
     found, next_cursor = retrieval.list_recordings(archive(), g.viewer, filters, limit=PAGE_SIZE,

@@ -199,3 +199,15 @@ def test_a_wrong_console_address_is_a_page_not_json(server):
     assert wrong_method.status_code == 405 and "use its links and buttons" in wrong_method.text
     api = requests.get(server.url + "/v1/no-such-route")
     assert (api.status_code, api.json()["error"]) == (404, "not_found")  # the API stays JSON
+
+
+def test_a_bad_filter_on_the_recordings_list_is_a_clear_page(server):
+    observer = Staff(server, "oona", "observer")
+    session = requests.Session()
+    session.post(server.url + "/console/login", data={"username": observer.username, "password": observer.password})
+    for query, words in [("gaps=maybe", "gaps must be yes, no, or left out."),
+                         ("state=lost", "state must be one or more of"),
+                         ("cursor=not-a-cursor", "cursor")]:
+        answer = session.get(f"{server.url}/console/recordings?{query}")
+        assert answer.status_code == 400 and answer.headers["Content-Type"].startswith("text/html"), query
+        assert words in answer.text, query
