@@ -211,8 +211,7 @@ def start_totp_setup(archive: Archive, staff_id: int) -> dict:
                    [_seal(archive, row["id"], secret), staff_id])
         audit.append_entry(db, at=archive.now(), actor=f"staff:{row['username']}", action="staff.totp_setup_started",
                            organisation_id=row["organisation_id"], detail={"username": row["username"]})
-    return {"secret": secret_base32(secret),
-            "otpauth_uri": provisioning_uri(secret, row["username"], archive.settings.totp_issuer)}
+    return _totp_setup_answer(archive, secret, row["username"])
 
 
 def confirm_totp(archive: Archive, staff_id: int, code) -> None:
@@ -250,8 +249,12 @@ def pending_totp_setup(archive: Archive, staff_id: int) -> dict | None:
     secret = _totp_secret(archive, row)
     if secret is None:
         return None
+    return _totp_setup_answer(archive, secret, row["username"])
+
+
+def _totp_setup_answer(archive: Archive, secret: bytes, username: str) -> dict:
     return {"secret": secret_base32(secret),
-            "otpauth_uri": provisioning_uri(secret, row["username"], archive.settings.totp_issuer)}
+            "otpauth_uri": provisioning_uri(secret, username, archive.settings.totp_issuer)}
 
 
 def _seal(archive: Archive, staff_id: int, secret: bytes) -> bytes:
