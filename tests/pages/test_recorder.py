@@ -238,6 +238,25 @@ def test_a_recording_whose_page_died_is_sent_when_the_page_opens_again(chromium,
     context.close()
 
 
+def test_pieces_made_after_the_server_refused_the_recording_are_kept(chromium, server):
+    """The server refuses the recording (here a 409 recording_conflict) while
+    the camera is still running: the pieces that follow, the final one
+    included, are set aside on the phone like the others, and the page keeps
+    saying why, not that a piece could not be saved."""
+    page = open_recorder(chromium, server, viewport=PHONE)
+    page.route("**/v1/recordings", lambda route: route.fulfill(
+        status=409, json={"error": "recording_conflict", "message": "This recording id is taken."})
+        if route.request.method == "POST" else route.continue_())
+    start_recording(page)
+    page.get_by_text("The server refused this recording").wait_for()
+    page.wait_for_function("() => document.querySelector('#elapsed').textContent >= '0:03'")
+    page.get_by_role("button", name="Stop recording").click()
+    page.locator("body[data-recorder-state=idle]").wait_for()
+    alert = page.get_by_role("alert").inner_text()
+    assert alert.startswith("The server refused this recording"), alert
+    assert "kept on this phone" in alert and number(page, "waiting") == 0
+
+
 STORED_DEVICE = """async (replacement) => {
   const { Outbox } = await import('/static/record/outbox.js');
   const outbox = await Outbox.open();

@@ -115,7 +115,7 @@ export class Outbox {
    * final piece). Returns once the browser says it is durable.
    */
   addPiece(piece, { stopped = false } = {}) {
-    return this._run(["recordings", "pieces"], "readwrite", async (t) => {
+    return this._run(["recordings", "pieces", "rejected"], "readwrite", async (t) => {
       const recordings = t.objectStore("recordings");
       const recording = await promised(recordings.get(piece.recording_id));
       recording.next_index = piece.index + 1;
