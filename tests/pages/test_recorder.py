@@ -257,6 +257,37 @@ def test_pieces_made_after_the_server_refused_the_recording_are_kept(chromium, s
     assert "kept on this phone" in alert and number(page, "waiting") == 0
 
 
+# Web Locks are granted asynchronously; here, five seconds late.
+SLOW_LOCKS = """(() => {
+  const request = navigator.locks.request.bind(navigator.locks);
+  navigator.locks.request = (...args) => new Promise((resolve, reject) =>
+    setTimeout(() => request(...args).then(resolve, reject), 5000));
+})();"""
+
+
+def test_a_second_tab_opened_as_recording_starts_does_not_cut_it_off(chromium, server, observer):
+    """A second tab of the recorder loads just as the first starts recording,
+    before the first holds its recording's lock: it must not take the live
+    recording for one whose page died (which would stop its later pieces
+    from ever being sent)."""
+    context = chromium.browser.new_context(viewport=PHONE)
+    first = context.new_page()
+    first.set_default_timeout(20_000)
+    first.add_init_script(SLOW_LOCKS)
+    first.goto(server.url + "/record")
+    first.locator("#connection[data-state=online]").wait_for()
+    recording_id = start_recording(first)
+    second = open_recorder(chromium, server, context=context)
+    second.locator("#connection[data-state=online]").wait_for()
+    wait_for_safe(first, 8)
+    first.get_by_role("button", name="Stop recording").click()
+    first.get_by_text("Done. All").wait_for(timeout=30_000)
+    final = wait_until(lambda: (s := status(server, observer, recording_id))["state"] == "complete" and s,
+                       what="complete")
+    assert final["missing"] == [] and final["received"] == [[0, final["final_index"]]]
+    context.close()
+
+
 STORED_DEVICE = """async (replacement) => {
   const { Outbox } = await import('/static/record/outbox.js');
   const outbox = await Outbox.open();

@@ -84,6 +84,16 @@ class RecordingSession {
       key_id: this.keys.key_id,
       sealed_key: base64url(sealed),
     };
+    // Held while this page records: a page opened later can tell a
+    // recording whose page died (lock free) from one still going in
+    // another tab (lock held). Granted before the recording is in the
+    // outbox, so no other tab ever sees it without its lock.
+    if (navigator.locks) {
+      await new Promise((held) => navigator.locks.request(recordingLock(this.recordingId), () => {
+        held();
+        return this.finished;
+      }));
+    }
     await page.outbox.addRecording(body);
     this.boundary = this.startedAt;
     this.recorder.ondataavailable = (event) => this.onPiece(event.data);
@@ -91,10 +101,6 @@ class RecordingSession {
     this.recorder.onerror = (event) => {
       showProblem("The recording stopped because of an error in this browser.", String(event.error || ""));
     };
-    // Held while this page records: a page opened later can tell a
-    // recording whose page died (lock free) from one still going in
-    // another tab (lock held).
-    if (navigator.locks) navigator.locks.request(recordingLock(this.recordingId), () => this.finished);
     this.recorder.start(TIMESLICE_MS);
     page.uploader.kick();
   }
