@@ -7,6 +7,8 @@
 // and against the server's own HPKE (crypto/aead.py), both ways of failing
 // included. Nothing else here is needed by the page than sealContentKey.
 
+import { base64url } from "./chunks.js";
+
 const subtle = globalThis.crypto.subtle;
 const utf8 = new TextEncoder();
 
@@ -86,8 +88,7 @@ async function newEphemeral() {
  * vectors only: reusing an ephemeral key breaks HPKE's confidentiality.
  */
 export async function ephemeralForTests(skEm, pkEm) {
-  const b64url = (bytes) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-  const jwk = { kty: "OKP", crv: "X25519", d: b64url(skEm), x: b64url(pkEm) };
+  const jwk = { kty: "OKP", crv: "X25519", d: base64url(skEm), x: base64url(pkEm) };
   const privateKey = await subtle.importKey("jwk", jwk, { name: "X25519" }, false, ["deriveBits"]);
   return { privateKey, publicKey: Uint8Array.from(pkEm) };
 }

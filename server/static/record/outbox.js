@@ -56,7 +56,15 @@ export class Outbox {
   async _run(stores, mode, work) {
     const transaction = this.db.transaction(stores, mode, { durability: "strict" });
     const finished = done(transaction);
-    const result = await work(transaction);
+    let result;
+    try {
+      result = await work(transaction);
+    } catch (error) {
+      // All or nothing: writes the work made before failing must not commit.
+      try { transaction.abort(); } catch { /* already finished */ }
+      finished.catch(() => {});
+      throw error;
+    }
     await finished;
     return result;
   }
