@@ -66,10 +66,15 @@ class ServerKeys:
         return "ed25519-" + hashlib.sha256(self.signing_public_raw).hexdigest()[:16]
 
 
-def load_or_create_server_keys(keys_dir: str | os.PathLike) -> ServerKeys:
+def load_or_create_server_keys(keys_dir: str | os.PathLike, *, now: datetime) -> ServerKeys:
     """Load the server keys from `keys_dir`, creating the folder (0700) and any
-    missing key (0600) first. Raises `OSError` if the folder cannot be made or
-    read, and `ValueError` if a key file is not a key of the expected type."""
+    missing key (0600) first. `now` (aware, UTC) is the time a missing
+    time-stamping certificate is made at, so it is valid from then: pass the
+    clock the tokens will be dated by, never a different one. Raises `OSError`
+    if the folder cannot be made or read, and `ValueError` if a key file is
+    not a key of the expected type."""
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
     folder = Path(keys_dir)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     hpke_pem = _load_or_create(folder / _HPKE_FILE, lambda: _private_pem(X25519PrivateKey.generate()))
@@ -79,7 +84,7 @@ def load_or_create_server_keys(keys_dir: str | os.PathLike) -> ServerKeys:
     token_secret = _load_or_create(
         folder / _TOKEN_SECRET_FILE, lambda: base64.b64encode(secrets.token_bytes(48)) + b"\n"
     )
-    tsa_pem = _load_or_create(folder / _TSA_FILE, _new_tsa_pem)
+    tsa_pem = _load_or_create(folder / _TSA_FILE, lambda: _new_tsa_pem(now))
     hpke_key = serialization.load_pem_private_key(hpke_pem, password=None)
     signing_key = serialization.load_pem_private_key(signing_pem, password=None)
     if not isinstance(hpke_key, X25519PrivateKey):
@@ -89,8 +94,8 @@ def load_or_create_server_keys(keys_dir: str | os.PathLike) -> ServerKeys:
     return ServerKeys(hpke_key, signing_key, base64.b64decode(token_secret.strip()), _load_tsa(folder / _TSA_FILE, tsa_pem))
 
 
-def _new_tsa_pem() -> bytes:
-    identity = new_tsa_identity("Witness Sync", datetime.now(timezone.utc))
+def _new_tsa_pem(now: datetime) -> bytes:
+    identity = new_tsa_identity("Witness Sync", now.astimezone(timezone.utc))
     return _private_pem(identity.tsa_private_key) + identity.chain_pem().encode("ascii")
 
 

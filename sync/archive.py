@@ -29,7 +29,9 @@ class Archive:
         self.settings = settings
         self.clock = clock
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.keys = keys or load_or_create_server_keys(settings.keys_dir)
+        # The TSA certificate, when made now, starts at this clock's time: the
+        # tokens it signs are dated by the same clock.
+        self.keys = keys or load_or_create_server_keys(settings.keys_dir, now=clock())
         self.database = Database(settings.data_dir / "witness.sqlite3")
         self.chunks = chunk_store or FileChunkStore(settings.data_dir / "chunks")
 
