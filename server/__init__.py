@@ -51,7 +51,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.cli.add_command(witness)
     # Logging first: the scheduler thread may log the moment it starts.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-    if app.config.get("BACKGROUND_JOBS", True) and not _is_cli_command():
+    if app.config.get("BACKGROUND_JOBS", settings.background_jobs) and not _is_cli_command():
         app.extensions["witness_jobs"] = start_background_jobs(archive)
     return app
 

@@ -33,6 +33,9 @@ class Settings:
     # one's, and the PEM file of the certificates its tokens chain to.
     tsa_url: str | None = None
     tsa_ca_file: Path | None = None
+    # False in the front door's ingest pool: only the staff pool competes to
+    # run the scheduler, so bundle builds never take an upload's CPU.
+    background_jobs: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -53,6 +56,7 @@ class Settings:
             totp_issuer=env.get("WITNESS_TOTP_ISSUER") or "Witness Sync",
             tsa_url=env.get("WITNESS_TSA_URL") or None,
             tsa_ca_file=Path(env["WITNESS_TSA_CA_FILE"]) if env.get("WITNESS_TSA_CA_FILE") else None,
+            background_jobs=_flag(env, "WITNESS_BACKGROUND_JOBS", True),
         )
         values.update(overrides)
         settings = cls(**values)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -55,14 +57,20 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`gunicorn wsgi:app` (several workers) on 127.0.0.1, with its own data
-    and keys folders; can be killed with SIGKILL and started again."""
+    """The server as `scripts/serve` runs it, on 127.0.0.1 with its own data
+    and keys folders: `witness-serve`, nginx in front of two gunicorn pools
+    (`workers` each). With `front_door=False`, plain `gunicorn wsgi:app`
+    alone (for what only gunicorn itself can be asked). Either can be killed
+    with SIGKILL (every process of it at once) and started again."""
 
-    def __init__(self, root: Path, *, workers: int = 2, idle_seconds: float = 2.0, **env):
+    def __init__(self, root: Path, *, workers: int = 2, idle_seconds: float = 2.0, front_door: bool = True, **env):
         self.root = Path(root)
         self.data_dir = self.root / "data"
         self.keys_dir = self.root / "keys"
         self.workers = workers
+        self.front_door = front_door
+        # Unix socket paths are limited to 108 bytes: a short folder of its own.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="wrun-"))
         self.env = {
             **os.environ,
             "WITNESS_DATA_DIR": str(self.data_dir),
@@ -71,45 +79,68 @@ class ServerProcess:
             "WITNESS_SCHEDULER_INTERVAL_SECONDS": "0.2",
             **{k: str(v) for k, v in env.items()},
         }
+        # What the test set itself wins over the front door's test defaults.
+        self._env_overrides = {k: str(v) for k, v in env.items()}
         self.process: subprocess.Popen | None = None
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # With WITNESS_TLS_CERT the front door speaks HTTPS; that
+        # certificate is also what a client trusts.
+        self.tls_cert = env.get("WITNESS_TLS_CERT")
+        self.url = f"{'https' if self.tls_cert else 'http'}://127.0.0.1:{self.port}"
         self.log_path = self.root / "server.log"
 
     def start(self) -> "ServerProcess":
         self.root.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(self.workers), "--threads", "4"],
-            cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        if self.front_door:
+            command = [sys.executable, "-m", "server.frontdoor"]
+            env = {**self.env, "WITNESS_BIND": f"127.0.0.1:{self.port}", "WITNESS_RUN_DIR": str(self.run_dir),
+                   "WITNESS_WORKERS": str(self.workers), "WITNESS_THREADS": "4",
+                   "WITNESS_STAFF_WORKERS": str(self.workers), "WITNESS_STAFF_THREADS": "4", **self._env_overrides}
+        else:
+            command = [sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{self.port}",
+                       "--workers", str(self.workers), "--threads", "4"]
+            env = self.env
+        self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited at start-up:\n{self.log()}")
             try:
-                if requests.get(self.url + "/v1/keys", timeout=1).status_code == 200:
+                if requests.get(self.url + "/v1/keys", timeout=1,
+                                verify=str(self.tls_cert) if self.tls_cert else True).status_code == 200:
                     return self
             except requests.RequestException:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
     def kill(self) -> None:
-        """SIGKILL the whole process group: master and workers, no cleanup."""
+        """SIGKILL the whole process group (nginx, both pools, every worker),
+        no cleanup, as a power cut would."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self._reap_group()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._reap_group()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _reap_group(self) -> None:
+        # Workers outliving their parent (nginx's, gunicorn's) share its group.
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -163,14 +194,17 @@ class Phone:
     """A device speaking the protocol with raw requests, so tests can also
     send what a correct client never would."""
 
-    def __init__(self, server: ServerProcess, **register):
+    def __init__(self, server: ServerProcess, *, http=None, keys: dict | None = None, **register):
         self.server = server
-        answer = requests.post(server.url + "/v1/devices", json=register)
+        # `http`: a requests.Session (e.g. one from another source address);
+        # `keys`: /v1/keys as already fetched, to skip asking again.
+        self.http = http or requests
+        answer = self.http.post(server.url + "/v1/devices", json=register)
         assert answer.status_code == 201, answer.text
         self.device_id = answer.json()["device_id"]
         self.token = answer.json()["access_token"]
         self.refresh_token = answer.json()["refresh_token"]
-        self.keys = requests.get(server.url + "/v1/keys").json()
+        self.keys = keys or self.http.get(server.url + "/v1/keys").json()
 
     @property
     def auth(self) -> dict:
@@ -192,7 +226,7 @@ class Phone:
 
     def create_recording(self) -> "Recording":
         body, key = self.recording_body()
-        answer = requests.post(self.server.url + "/v1/recordings", json=body, headers=self.auth)
+        answer = self.http.post(self.server.url + "/v1/recordings", json=body, headers=self.auth)
         assert answer.status_code == 201, answer.text
         return Recording(self, body["recording_id"], key)
 
@@ -217,11 +251,11 @@ class Recording:
         if final:
             sent["Witness-Final"] = "?1"
         sent.update(headers or {})
-        return requests.put(f"{self.phone.server.url}/v1/recordings/{self.id}/chunks/{index}",
-                            data=body, headers=sent)
+        return self.phone.http.put(f"{self.phone.server.url}/v1/recordings/{self.id}/chunks/{index}",
+                                   data=body, headers=sent)
 
     def status(self, token: str | None = None) -> requests.Response:
-        return requests.get(f"{self.phone.server.url}/v1/recordings/{self.id}/status",
+        return self.phone.http.get(f"{self.phone.server.url}/v1/recordings/{self.id}/status",
                             headers={"Authorization": f"Bearer {token or self.phone.token}"})
 
 
