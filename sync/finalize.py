@@ -20,9 +20,16 @@ from .archive import Archive
 from .errors import NotFound, NotReady
 from .footage import iter_chunk_plaintexts
 from .ingest import index_ranges, missing_ranges
-from .timefmt import format_time
+from .timefmt import format_time, parse_time
 
 MANIFEST_FORMAT = "witness-manifest/1"
+
+
+# A recording is due when chunks are not yet covered by a manifest and it is
+# either idle past the limit (:idle is the time that long ago) or complete.
+_UNFINALIZED = "(r.finalized_generation IS NULL OR r.finalized_generation != r.generation)"
+_IDLE = "r.last_activity_at <= :idle"
+_COMPLETE = "(r.final_index IS NOT NULL AND r.chunk_count = r.final_index + 1)"
 
 
 def due_recording_ids(archive: Archive) -> list[str]:
@@ -30,14 +37,34 @@ def due_recording_ids(archive: Archive) -> list[str]:
     that are either complete or idle past the configured limit."""
     idle_since = format_time(archive.clock() - timedelta(seconds=archive.settings.idle_finalize_seconds))
     rows = archive.database.query(
-        """SELECT r.id FROM recordings r
-           WHERE (r.finalized_generation IS NULL OR r.finalized_generation != r.generation)
-             AND (r.last_activity_at <= :idle
-                  OR (r.final_index IS NOT NULL AND r.chunk_count = r.final_index + 1))
-           ORDER BY r.last_activity_at""",
+        f"""SELECT r.id FROM recordings r
+            WHERE {_UNFINALIZED} AND ({_IDLE} OR {_COMPLETE})
+            ORDER BY r.last_activity_at""",
         {"idle": idle_since},
     )
     return [row["id"] for row in rows]
+
+
+def finalization_lag_seconds(archive: Archive) -> float:
+    """How long the most overdue recording has been due without being
+    finalized: since its last chunk for a complete one, since its idle
+    deadline for an idle one. 0.0 when nothing is due. A healthy leader keeps
+    this below a few scheduler intervals; a growing value means
+    finalization is stuck."""
+    now = archive.clock()
+    idle = timedelta(seconds=archive.settings.idle_finalize_seconds)
+    row = archive.database.one(
+        f"""SELECT MIN(CASE WHEN {_COMPLETE} THEN r.last_activity_at END) AS complete_since,
+                   MIN(CASE WHEN {_IDLE} THEN r.last_activity_at END) AS idle_since
+            FROM recordings r WHERE {_UNFINALIZED}""",
+        {"idle": format_time(now - idle)},
+    )
+    deadlines = []
+    if row and row["complete_since"] is not None:
+        deadlines.append(parse_time(row["complete_since"]))
+    if row and row["idle_since"] is not None:
+        deadlines.append(parse_time(row["idle_since"]) + idle)
+    return max(0.0, (now - min(deadlines)).total_seconds()) if deadlines else 0.0
 
 
 def finalize_due_recordings(archive: Archive) -> list[tuple[str, int]]:

@@ -21,6 +21,7 @@ from crypto.signing import load_device_public_key, verify_chunk_signature
 
 from . import audit
 from .archive import Archive
+from .disk import below_watermark
 from .errors import (
     BadDeviceSignature,
     BadSealedKey,
@@ -32,6 +33,7 @@ from .errors import (
     NotFound,
     PastFinal,
     RecordingConflict,
+    StorageFull,
     UnknownKeyId,
     WitnessError,
 )
@@ -83,7 +85,9 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
 
     Raises `InvalidInput` for a malformed field, `UnknownKeyId` when the key
     id is not the server's, `BadSealedKey` when the sealed key does not open,
-    and `RecordingConflict` when the id is taken by another body or device.
+    `RecordingConflict` when the id is taken by another body or device, and
+    `StorageFull` for a new recording while free disk is below the watermark
+    (`min_free_bytes`; a retry of one already made still answers).
     """
     if not isinstance(body, dict):
         raise InvalidInput("invalid_body", "The body must be a JSON object.")
@@ -123,6 +127,10 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
                 raise RecordingConflict("This recording id is already in use with a different body; "
                                         "generate a new recording id.")
             return _creation_answer(archive, existing), False
+        if below_watermark(archive):
+            # What space is left goes to recordings already started.
+            raise StorageFull("The server is low on disk space and takes no new recordings for now; chunks of "
+                              "recordings already started are still taken. Keep the recording and retry later.")
         now = archive.now()
         device = next(iter(db.query("SELECT organisation_id FROM devices WHERE id = ?", [device_id])))
         row = {

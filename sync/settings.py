@@ -4,11 +4,13 @@ defaults: a plain start needs none of them."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 DEFAULT_MAX_CHUNK_BYTES = 4 * 1024 * 1024
+DEFAULT_MIN_FREE_BYTES = 1024 ** 3  # 1 GiB
+MIN_METRICS_TOKEN_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,19 @@ class Settings:
     # one's, and the PEM file of the certificates its tokens chain to.
     tsa_url: str | None = None
     tsa_ca_file: Path | None = None
+    # Below this much free disk, new recordings are refused (507); chunks of
+    # recordings already started are still taken until the disk is full.
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    # Devices that registered this long ago and never made a recording are
+    # deleted by the scheduler (anonymous registration floods).
+    unused_device_expiry_hours: float = 24.0
+    # Per-device token buckets, per worker process (server/device_limits.py).
+    device_request_burst: int = 500
+    device_requests_per_second: float = 50.0
+    device_recording_burst: int = 30
+    device_recording_interval_seconds: float = 10.0
+    # GET /metrics answers only with this bearer token; None: not served.
+    metrics_token: str | None = field(default=None, repr=False)
     # False in the front door's ingest pool: only the staff pool competes to
     # run the scheduler, so bundle builds never take an upload's CPU.
     background_jobs: bool = True
@@ -56,12 +71,22 @@ class Settings:
             totp_issuer=env.get("WITNESS_TOTP_ISSUER") or "Witness Sync",
             tsa_url=env.get("WITNESS_TSA_URL") or None,
             tsa_ca_file=Path(env["WITNESS_TSA_CA_FILE"]) if env.get("WITNESS_TSA_CA_FILE") else None,
+            min_free_bytes=_number(env, "WITNESS_MIN_FREE_BYTES", DEFAULT_MIN_FREE_BYTES, int),
+            unused_device_expiry_hours=_number(env, "WITNESS_UNUSED_DEVICE_EXPIRY_HOURS", 24.0, float),
+            device_request_burst=_number(env, "WITNESS_DEVICE_REQUEST_BURST", 500, int),
+            device_requests_per_second=_number(env, "WITNESS_DEVICE_REQUESTS_PER_SECOND", 50.0, float),
+            device_recording_burst=_number(env, "WITNESS_DEVICE_RECORDING_BURST", 30, int),
+            device_recording_interval_seconds=_number(env, "WITNESS_DEVICE_RECORDING_INTERVAL_SECONDS", 10.0, float),
+            metrics_token=env.get("WITNESS_METRICS_TOKEN") or None,
             background_jobs=_flag(env, "WITNESS_BACKGROUND_JOBS", True),
         )
         values.update(overrides)
         settings = cls(**values)
         if settings.data_dir.resolve() == settings.keys_dir.resolve():
             raise ValueError("WITNESS_KEYS_DIR must not be WITNESS_DATA_DIR: keys live apart from data")
+        if settings.metrics_token is not None and len(settings.metrics_token) < MIN_METRICS_TOKEN_CHARS:
+            raise ValueError(f"WITNESS_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_CHARS} characters: "
+                             "it is the only thing between the public and GET /metrics")
         if settings.tsa_url is not None:
             if not settings.tsa_url.startswith(("http://", "https://")):
                 raise ValueError(f"WITNESS_TSA_URL must be an http:// or https:// URL, not {settings.tsa_url!r}")

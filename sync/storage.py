@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
@@ -23,6 +24,7 @@ from typing import BinaryIO, Iterator, Protocol
 from .errors import StorageFull
 
 TEMP_PREFIX = ".tmp-"
+PROBE_PREFIX = ".probe-"
 QUARANTINE = ".quarantine"
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
@@ -64,6 +66,14 @@ class ChunkStore(Protocol):
 
     def mtime(self, recording_id: str, name: str) -> float:
         """When a stored chunk was written (epoch seconds); inf if absent."""
+
+    def probe(self) -> None:
+        """Check that a chunk could be written now: write and remove a small
+        object of its own. Raises `OSError` (or `StorageFull`) if not."""
+
+    def free_bytes(self) -> int | None:
+        """Bytes still free where chunks are written; None if unknown (a
+        store with no disk of its own)."""
 
 
 class FileChunkStore:
@@ -163,6 +173,29 @@ class FileChunkStore:
     def mtime(self, recording_id: str, name: str) -> float:
         """Modification time of a stored chunk (for reconciliation's grace period)."""
         return _mtime(self._folder(recording_id) / name)
+
+    def probe(self) -> None:
+        # Beside the recordings' folders (never inside one, so it can never
+        # be taken for a chunk), made and removed at once.
+        path = self.root / f"{PROBE_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, b"probe")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _unlink_quietly(path)
+            if exc.errno in _FULL_ERRNOS:
+                raise StorageFull("The server's disk is full.") from exc
+            raise
+        os.unlink(path)
+
+    def free_bytes(self) -> int | None:
+        try:
+            return shutil.disk_usage(self.root).free
+        except OSError:  # the folder is gone (unmounted?): probe() says so
+            return None
 
 
 def _mtime(path: Path) -> float:
