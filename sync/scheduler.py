@@ -1,6 +1,6 @@
-"""Background work: idle finalization, copy bundle builds and storage
-reconciliation, run by APScheduler in exactly one process however many
-gunicorn workers serve.
+"""Background work: idle finalization, copy bundle builds, storage
+reconciliation and the expiry of unused devices, run by APScheduler in
+exactly one process however many gunicorn workers serve.
 
 Every process that starts the app calls `start_background_jobs`; each starts
 a daemon thread that waits for an exclusive `flock` on
@@ -21,6 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .archive import Archive
 from .copies import build_approved_bundles, resume_interrupted_builds
+from .expiry import expire_unused_devices
 from .finalize import finalize_due_recordings
 from .reconcile import reconcile_storage
 from .timestamps import ExternalStampingJob, backfill_builtin_tokens
@@ -29,6 +30,7 @@ log = logging.getLogger("witness.scheduler")
 # One line per tick would drown the log; failures are still logged by us.
 logging.getLogger("apscheduler").setLevel(logging.WARNING)
 _RECONCILE_EVERY_SECONDS = 3600
+_EXPIRE_DEVICES_EVERY_SECONDS = 3600
 
 
 class BackgroundJobs:
@@ -63,6 +65,8 @@ class BackgroundJobs:
                           id="finalize", max_instances=1, coalesce=True)
         scheduler.add_job(run_reconcile, "interval", args=[self.archive], seconds=_RECONCILE_EVERY_SECONDS,
                           id="reconcile", max_instances=1, coalesce=True)
+        scheduler.add_job(run_device_expiry, "interval", args=[self.archive], seconds=_EXPIRE_DEVICES_EVERY_SECONDS,
+                          id="expire_devices", max_instances=1, coalesce=True)
         # Its own job, so a long build never holds up finalization.
         scheduler.add_job(run_bundle_builds, "interval", args=[self.archive],
                           seconds=self.archive.settings.scheduler_interval_seconds,
@@ -93,10 +97,12 @@ def start_background_jobs(archive: Archive) -> BackgroundJobs:
 def run_startup_jobs(archive: Archive) -> None:
     """What the leader does once when it takes over: reconcile storage,
     time-stamp manifest versions older than the built-in TSA, then finalize
-    whatever became due while no process was leading."""
+    whatever became due while no process was leading, and delete devices
+    that expired unused meanwhile."""
     run_reconcile(archive)
     run_time_stamp_backfill(archive)
     run_finalizer(archive)
+    run_device_expiry(archive)
     try:
         if resumed := resume_interrupted_builds(archive):
             log.warning("%d copy bundle build(s) were interrupted and will be built again", resumed)
@@ -129,6 +135,14 @@ def run_reconcile(archive: Archive) -> None:
                         report.lost_chunks)
     except Exception:
         log.exception("reconciliation failed")
+
+
+def run_device_expiry(archive: Archive) -> None:
+    try:
+        if expired := expire_unused_devices(archive):
+            log.info("%d device(s) that never made a recording expired", expired)
+    except Exception:
+        log.exception("expiring unused devices failed")
 
 
 def run_time_stamp_backfill(archive: Archive) -> None:
