@@ -9,6 +9,7 @@ from sync import accounts, ingest
 from sync.errors import ChunkTooLarge, InvalidInput
 
 from .auth import DEVICE, STAFF_ROLES, archive, issue_tokens, require_role
+from .device_limits import limited
 from .errors import error_response
 from .requests import has_body, json_body, path_chunk_index, path_recording_id
 
@@ -27,6 +28,7 @@ def register_device():
 
 @bp.post("/v1/recordings")
 @require_role(DEVICE)
+@limited(new_recording=True)
 def create_recording():
     """Create a recording (idempotent for the identical body)."""
     answer, created = ingest.create_recording(archive(), g.device_id, json_body())
@@ -35,6 +37,7 @@ def create_recording():
 
 @bp.put("/v1/recordings/<recording_id>/chunks/<index>")
 @require_role(DEVICE)
+@limited()
 def put_chunk(recording_id: str, index: str):
     """Upload chunk `index`; answered only once it is durable."""
     recording_id, index = path_recording_id(recording_id), path_chunk_index(index)
@@ -58,6 +61,7 @@ def put_chunk(recording_id: str, index: str):
 
 @bp.get("/v1/recordings/<recording_id>/status")
 @require_role(DEVICE, *STAFF_ROLES)
+@limited()
 def recording_status(recording_id: str):
     """Upload status, for resuming (owning device or staff)."""
     return jsonify(ingest.recording_status(archive(), path_recording_id(recording_id), device_id=g.device_id,
@@ -66,6 +70,7 @@ def recording_status(recording_id: str):
 
 @bp.post("/v1/recordings/<recording_id>/complete")
 @require_role(DEVICE)
+@limited()
 def complete_recording(recording_id: str):
     """The device stopped normally; finalize once all chunks are held."""
     return jsonify(ingest.request_completion(archive(), g.device_id, path_recording_id(recording_id))), 202
