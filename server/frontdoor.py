@@ -18,7 +18,8 @@ front of two gunicorn pools, started and stopped as one.
 
 If any of the three stops, the others are stopped and `witness-serve` exits
 non-zero, so a supervisor (systemd, docs/operations.md) starts it again.
-SIGTERM or SIGINT stops all three gracefully. `gunicorn wsgi:app` and
+SIGTERM or SIGINT stops all three gracefully; SIGHUP re-reads the TLS
+certificate and key (after a renewal) without dropping a connection. `gunicorn wsgi:app` and
 `flask --app wsgi run` still serve the app without a front door.
 """
 
@@ -235,6 +236,7 @@ class FrontDoor:
         self._own_run_dir = config.run_dir is None
         self.run_dir = config.run_dir or Path(tempfile.mkdtemp(prefix="witness-run-"))
         self._stopping = False
+        self._reload_wanted = False
 
     def start(self) -> None:
         """Render the configuration, start both pools, wait for their
@@ -312,6 +314,9 @@ class FrontDoor:
         """Block until a signal stops the front door (exit code 0) or one of
         its processes stops by itself (the others are stopped; code 1)."""
         while not self._stopping:
+            if self._reload_wanted:
+                self._reload_wanted = False
+                self.reload()
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     print(f"witness-serve: {name} stopped (code {process.returncode}); stopping the rest",
@@ -320,6 +325,25 @@ class FrontDoor:
                     return 1
             time.sleep(0.2)
         return 0
+
+    def reload(self) -> None:
+        """Render the configuration again and have nginx load it (SIGHUP:
+        new workers with the new certificate, old ones finish their
+        requests). A configuration nginx refuses is reported and the running
+        one kept."""
+        conf = self.run_dir / "nginx.conf"
+        candidate = self.run_dir / "nginx.conf.new"
+        candidate.write_text(render_nginx_conf(self.config, self.settings, self.run_dir))
+        check = subprocess.run([find_nginx(), "-e", "stderr", "-p", str(self.run_dir), "-c", str(candidate), "-t", "-q"],
+                               capture_output=True, text=True)
+        if check.returncode != 0:
+            print("witness-serve: reload refused, the running configuration stays:\n" + scrub_log_line(check.stderr),
+                  file=sys.stderr, flush=True)
+            candidate.unlink(missing_ok=True)
+            return
+        candidate.replace(conf)
+        self.processes["nginx"].send_signal(signal.SIGHUP)
+        print("witness-serve: reloaded nginx (certificate and key read again)", file=sys.stderr, flush=True)
 
     def stop(self, timeout: float = 25.0) -> None:
         """Stop nginx (graceful: SIGQUIT) and both pools (SIGTERM), then
@@ -373,8 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     def _stop(signum, _frame):
         door._stopping = True
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    def _reload(signum, _frame):
+        door._reload_wanted = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
+    signal.signal(signal.SIGHUP, _reload)
     try:
         door.start()
     except (RuntimeError, OSError, ValueError) as exc:

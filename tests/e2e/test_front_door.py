@@ -14,6 +14,7 @@ import concurrent.futures
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -282,3 +283,30 @@ def test_nginx_error_lines_lose_every_client_address():
     assert "203.0.113.7" not in scrubbed and "2001:db8::1" not in scrubbed and "SECRET" not in scrubbed
     assert scrubbed.startswith("2026/12/02 03:22:01 [error]") and "too large body" in scrubbed
     assert re.search(r'request: "GET /record HTTP/1.1"', scrubbed)
+
+
+def _served_certificate(port: int) -> str:
+    import ssl
+
+    return ssl.get_server_certificate(("127.0.0.1", port))
+
+
+def test_sighup_reads_a_renewed_certificate_without_stopping(tmp_path, tls_files):
+    cert, key = tls_files
+    live_cert, live_key = tmp_path / "live-cert.pem", tmp_path / "live-key.pem"
+    live_cert.write_bytes(cert.read_bytes())
+    live_key.write_bytes(key.read_bytes())
+    server = ServerProcess(tmp_path / "server", WITNESS_TLS_CERT=live_cert, WITNESS_TLS_KEY=live_key).start()
+    try:
+        before = _served_certificate(server.port)
+        assert before.strip() == cert.read_text().strip()
+        # A renewal writes a new certificate and key in place, then reloads.
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", str(live_key), "-out", str(live_cert), "-days", "2", "-subj", "/CN=renewed",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        os.kill(server.process.pid, signal.SIGHUP)
+        server.wait_for(lambda: _served_certificate(server.port).strip() == live_cert.read_text().strip())
+        assert server.process.poll() is None
+        assert "reloaded nginx" in server.log()
+    finally:
+        server.stop()
