@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, make_response, request
+from gunicorn.http.errors import ParseException as GunicornParseError
 from werkzeug.exceptions import HTTPException
 
 from sync import errors as domain
@@ -82,13 +83,26 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
+        # The exception's own headers (Allow on a 405, WWW-Authenticate, ...)
+        # belong on the answer; only its HTML Content-Type does not.
+        headers = {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}
         if request.path.startswith("/console/") and exc.code in (404, 405):
             from .pages import error_page  # pages import this module
 
-            return error_page(exc.code, "There is no such page here." if exc.code == 404 else
-                              "That page cannot be used this way; go back and use its links and buttons.")
+            page = make_response(error_page(exc.code, "There is no such page here." if exc.code == 404 else
+                                            "That page cannot be used this way; go back and use its links and "
+                                            "buttons."))
+            page.headers.update(headers)
+            return page
         code = _HTTP_CODES.get(exc.code or 500, "http_error")
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+        return error_response(exc.code or 500, code, exc.description or exc.name, headers)
+
+    @app.errorhandler(GunicornParseError)
+    def _broken_body(exc: GunicornParseError):
+        # gunicorn raises these from wsgi.input when a chunked body turns out
+        # malformed while the view reads it: the client's fault, not ours.
+        # (The connection is then closed: where the next request starts is unknown.)
+        return error_response(400, "invalid_chunked_body", "The chunked request body is malformed.")
 
     @app.errorhandler(RangeNotSatisfiable)
     def _range(exc: RangeNotSatisfiable):
