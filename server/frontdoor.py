@@ -257,8 +257,9 @@ class FrontDoor:
         self.relay = _LogRelay(run / "nginx-log.sock")
         self.relay.start()
 
+        # nginx writes the request log; the pools would only repeat it.
         env = {
-            **self.environ,
+            **{k: v for k, v in self.environ.items() if k != "WITNESS_ACCESS_LOG"},
             # The pools run elsewhere than the caller's folder: make the
             # data and key folders absolute, as the caller meant them.
             "WITNESS_DATA_DIR": str(self.settings.data_dir.resolve()),
