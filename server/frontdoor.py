@@ -192,17 +192,19 @@ _IPV6 = re.compile(r"\[?(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){3,7}[0-9A-Fa-f]{0,4}(?![
                    r"|\[?(?<![\w:])[0-9A-Fa-f]{0,4}::(?:[0-9A-Fa-f]{0,4}:?)*(?![\w:])\]?(?::\d+)?")
 _QUERY = re.compile(r'(request: "\S+ [^?" ]*)\?[^" ]*')
 _REFERRER = re.compile(r',? ?referrer: "[^"]*"')
+_CODE_IN_PATH = re.compile(r"(/(?:v1|console)/enrollment-codes/)[^/\s\"?]+")
 # syslog's own header, "<PRI>Mon dd hh:mm:ss tag: ": nginx's line has its time.
 _SYSLOG_HEADER = re.compile(r"^<\d+>(?:\w{3} [ \d]\d \d\d:\d\d:\d\d )?(?:[\w.-]+: )?")
 
 
 def scrub_log_line(line: str) -> str:
-    """An nginx error-log line with every client address, query string and
-    referrer removed."""
+    """An nginx error-log line with every client address, query string,
+    referrer and enrollment code removed."""
     line = _SYSLOG_HEADER.sub("", line)
     line = _CLIENT.sub("", line)
     line = _QUERY.sub(r"\1", line)
     line = _REFERRER.sub("", line)
+    line = _CODE_IN_PATH.sub(r"\1{code}", line)
     line = _IPV4.sub("<address>", line)
     return _IPV6.sub("<address>", line)
 

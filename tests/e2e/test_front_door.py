@@ -223,6 +223,13 @@ def test_only_nginx_faces_the_network_and_each_pool_serves_its_routes(tmp_path):
         server.wait_for(lambda: ("POST", "/v1/auth/login") in pools())
         assert pools()[("PUT", f"/v1/recordings/{recording.id}/chunks/0")] == "ingest"
         assert pools()[("POST", "/v1/auth/login")] == "staff"
+
+        # The request log keeps no enrollment code, in a query or a path.
+        requests.get(server.url + "/record?code=SECRETQUERYCODE")
+        requests.post(server.url + "/v1/enrollment-codes/SECRETPATHCODE/revoke")
+        server.wait_for(lambda: ("POST", "/v1/enrollment-codes/{code}/revoke") in pools())
+        assert ("GET", "/record") in pools()
+        assert "SECRETQUERYCODE" not in server.log() and "SECRETPATHCODE" not in server.log()
     finally:
         server.stop()
 
@@ -279,6 +286,9 @@ def test_nginx_error_lines_lose_every_client_address():
     line = ('<11>Dec  2 03:22:01 nginx: 2026/12/02 03:22:01 [error] 77#77: *5 client intended to send too large '
             'body: 5000000 bytes, client: 203.0.113.7, server: _, request: "GET /record?code=SECRET HTTP/1.1", '
             'upstream: "http://[2001:db8::1]:80/", host: "witness.example", referrer: "https://203.0.113.7/x"')
+    revoke = scrub_log_line('[error] 7#7: *9 upstream timed out, client: 198.51.100.4, server: _, '
+                            'request: "POST /v1/enrollment-codes/SECRETCODE/revoke HTTP/1.1"')
+    assert "SECRETCODE" not in revoke and "198.51.100.4" not in revoke and "/v1/enrollment-codes/{code}/revoke" in revoke
     scrubbed = scrub_log_line(line)
     assert "203.0.113.7" not in scrubbed and "2001:db8::1" not in scrubbed and "SECRET" not in scrubbed
     assert scrubbed.startswith("2026/12/02 03:22:01 [error]") and "too large body" in scrubbed
