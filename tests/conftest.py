@@ -1,6 +1,7 @@
 """Fixtures: in-process apps for unit-level tests, real server processes for
 end-to-end ones. Nothing here is skipped for a missing tool: ffmpeg,
-openssl and chromium are installed by scripts/bootstrap, and their absence fails loudly."""
+openssl, chromium, nginx, curl and faketime are installed by
+scripts/bootstrap, and their absence fails loudly."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import pytest
 
 from server import create_app
+from server.frontdoor import find_nginx
 from sync.archive import Archive
 from sync.settings import Settings
 
@@ -16,7 +18,12 @@ from .support import ServerProcess
 
 
 def pytest_sessionstart(session):
-    missing = [tool for tool in ("ffmpeg", "ffprobe", "openssl", "chromium") if shutil.which(tool) is None]
+    missing = [tool for tool in ("ffmpeg", "ffprobe", "openssl", "chromium", "curl", "faketime")
+               if shutil.which(tool) is None]
+    try:
+        find_nginx()
+    except FileNotFoundError:
+        missing.append("nginx")
     if missing:
         raise pytest.UsageError(f"missing tools {missing}: run the tests with scripts/test, which installs them")
 
