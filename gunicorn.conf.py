@@ -21,3 +21,13 @@ accesslog = os.environ.get("WITNESS_ACCESS_LOG") or None
 # several servers on one machine (tests, benchmarks) would take it from each
 # other, and nothing here uses it.
 control_socket_disable = True
+
+
+def child_exit(server, worker):
+    """prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, a
+    fresh folder per start; see server/metrics.py): forget a worker's live
+    gauges when it ends; its counters and histograms stay in the totals."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

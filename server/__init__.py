@@ -15,6 +15,7 @@ from sync.scheduler import start_background_jobs
 from sync.settings import Settings
 
 from . import account, console, console_account, console_custodians, copies, custodians, devices, pages, public, recorder, staff
+from . import health
 from .auth import register_token_callbacks
 from .cli import witness
 from .errors import register_error_handlers
@@ -48,6 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     for blueprint in (public.bp, account.bp, devices.bp, staff.bp, copies.bp, custodians.bp, recorder.bp, console.bp,
                       console_custodians.bp, console_account.bp):
         app.register_blueprint(blueprint)
+    health.init_app(app)  # /healthz, /readyz, /metrics and the device metrics
     app.cli.add_command(witness)
     # Logging first: the scheduler thread may log the moment it starts.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")

@@ -42,6 +42,8 @@ DOCUMENT_URI = "urn:witness:openapi.json"
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 MIB = 1024 * 1024  # the `server` fixture's WITNESS_MAX_CHUNK_BYTES
+OPERATOR_PATHS = {"/healthz", "/readyz", "/metrics"}  # outside /v1/, documented too
+METRICS_TOKEN = "openapi-metrics-token-0123456789"
 
 
 def _pointer(*parts: str) -> str:
@@ -165,6 +167,21 @@ def strict_server(tmp_path_factory):
     process.stop()
 
 
+@pytest.fixture(scope="module")
+def metrics_server(tmp_path_factory):
+    """A server whose operator configured a metrics token."""
+    process = ServerProcess(tmp_path_factory.mktemp("metrics-server"), workers=1,
+                            WITNESS_METRICS_TOKEN=METRICS_TOKEN).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def metrics_conformance(metrics_server, document, monkeypatch) -> Conformance:
+    """As `conformance`, for `metrics_server` (it serves the same document)."""
+    return _check_every_answer(Conformance(document, metrics_server.url), monkeypatch)
+
+
 @pytest.fixture
 def strict_conformance(strict_server, document, monkeypatch) -> Conformance:
     """As `conformance`, for `strict_server` (it serves the same document)."""
@@ -225,6 +242,8 @@ FLOWS: dict[str, set[tuple[str, int]]] = {
         ("confirmTotp", 200), ("confirmTotp", 400), ("confirmTotp", 409), ("login", 200), ("login", 401),
     },
     "lockout": {("login", 401), ("login", 429)},
+    "operator": {("getHealth", 200), ("getReadiness", 200), ("getMetrics", 200), ("getMetrics", 401),
+                 ("getMetrics", 404)},
     "organisation": {
         ("listStaff", 200), ("listStaff", 401), ("listStaff", 403), ("createStaff", 201), ("createStaff", 400),
         ("getStaff", 200), ("getStaff", 400), ("getStaff", 404), ("updateStaff", 200), ("updateStaff", 400),
@@ -305,7 +324,7 @@ def test_every_route_is_documented_and_every_operation_exists(document, make_app
     app = make_app()
     served = set()
     for rule in app.url_map.iter_rules():
-        if not rule.rule.startswith("/v1/"):
+        if not rule.rule.startswith("/v1/") and rule.rule not in OPERATOR_PATHS:
             continue  # pages (console, recorder, static files): tests/pages
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         served |= {(method, path) for method in rule.methods - IGNORED_METHODS}
@@ -1229,3 +1248,18 @@ def test_a_required_second_factor_matches_the_document(strict_server, strict_con
     assert requests.get(url + "/v1/staff", headers=custodian.auth).status_code == 200
     assert requests.post(url + "/v1/auth/logout", headers=custodian.auth).status_code == 204
     assert_flow_seen(strict_conformance, "second factor")
+
+
+def test_the_operator_endpoints_match_the_document(server, conformance, metrics_server, metrics_conformance):
+    assert requests.get(server.url + "/healthz").json() == {"status": "ok"}
+    assert requests.get(server.url + "/metrics").status_code == 404  # no token configured there
+    metrics_server.wait_for(lambda: requests.get(metrics_server.url + "/readyz").status_code == 200)
+    assert requests.get(metrics_server.url + "/metrics").status_code == 401
+    assert requests.get(metrics_server.url + "/metrics", headers=bearer("not the token at all")).status_code == 401
+    scraped = requests.get(metrics_server.url + "/metrics", headers=bearer(METRICS_TOKEN))
+    assert scraped.status_code == 200 and "witness_disk_free_bytes" in scraped.text
+    openmetrics = requests.get(metrics_server.url + "/metrics", headers={
+        **bearer(METRICS_TOKEN), "Accept": "application/openmetrics-text; version=1.0.0"})
+    assert openmetrics.status_code == 200 and openmetrics.text.rstrip().endswith("# EOF")
+    missing = (FLOWS["operator"] - conformance.seen_operations()) - metrics_conformance.seen_operations()
+    assert missing == set(), f"the operator flow never got these answers: {sorted(missing)}"
