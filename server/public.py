@@ -12,6 +12,7 @@ from sync import logins
 from sync.ingest import b64url_encode as _b64url
 
 from .auth import DEVICE, STAFF_ROLES, archive, issue_access_token_for_refresh, issue_tokens, require_role
+from .device_limits import limited
 from .requests import json_body
 
 bp = Blueprint("public", __name__)
@@ -54,6 +55,7 @@ def login():
 
 @bp.post("/v1/auth/refresh")
 @require_role(DEVICE, *STAFF_ROLES, refresh=True, during_totp_setup=True)
+@limited()  # a device's refresh counts toward its requests (server/device_limits.py)
 def refresh():
     """A new access token for a valid refresh token (same session)."""
     return jsonify(access_token=issue_access_token_for_refresh())

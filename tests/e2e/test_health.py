@@ -252,6 +252,8 @@ def test_a_device_flooding_requests_is_slowed_and_the_refused_chunk_is_not_kept(
     assert (slowed.status_code, slowed.json()["error"]) == (429, "too_many_requests")
     assert int(slowed.headers["Retry-After"]) >= 1
     assert recording.status().status_code == 429  # every device request counts
+    refreshed = requests.post(limited_server.url + "/v1/auth/refresh", headers=bearer(phone.refresh_token))
+    assert (refreshed.status_code, refreshed.json()["error"]) == (429, "too_many_requests")
     observer = Staff(limited_server, "limits-observer-2", "observer")
     held = requests.get(f"{limited_server.url}/v1/recordings/{recording.id}/status", headers=observer.auth)
     assert held.status_code == 200 and held.json()["received"] == [[0, 38]]  # staff are not limited here
