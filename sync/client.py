@@ -129,6 +129,27 @@ class DeviceClient:
             body["public_key_pem"] = public_key_pem(key.public_key())
         answer = self._call("POST", "/v1/devices", json=body, auth=False, deadline=deadline).json()
         answer["signing_key_pem"] = signing_pem
+        # Kept (on the phone only) to register again if this registration
+        # expires before it is used (`_register_again`).
+        answer["enrollment_code"] = enrollment_code
+        _write_atomically(self._device_file, json.dumps(answer).encode())
+        return answer["device_id"]
+
+    def _register_again(self, deadline: float | None) -> str:
+        """Replace a registration the server no longer knows: a device that
+        made no recording within a day of registering is removed by the
+        server (401 `token_revoked`). Same signing key and enrollment code,
+        so pieces already signed still verify. Returns the new device id."""
+        old = self.device() or {}
+        body = {}
+        if old.get("enrollment_code"):
+            body["enrollment_code"] = old["enrollment_code"]
+        if old.get("signing_key_pem"):
+            key = serialization.load_pem_private_key(old["signing_key_pem"].encode(), password=None)
+            body["public_key_pem"] = public_key_pem(key.public_key())
+        answer = self._call("POST", "/v1/devices", json=body, auth=False, deadline=deadline).json()
+        answer["signing_key_pem"] = old.get("signing_key_pem")
+        answer["enrollment_code"] = old.get("enrollment_code")
         _write_atomically(self._device_file, json.dumps(answer).encode())
         return answer["device_id"]
 
@@ -228,7 +249,15 @@ class DeviceClient:
         deadline passes and `UploadRefused` for a permanent refusal."""
         state = self._state(recording_id)
         if not state["created_on_server"]:
-            self._call("POST", "/v1/recordings", json=state["request"], deadline=deadline)
+            try:
+                self._call("POST", "/v1/recordings", json=state["request"], deadline=deadline)
+            except UploadRefused as refused:
+                # The registration is gone (expired unused, or revoked): a
+                # recording not yet on the server can go under a new one.
+                if (refused.status, refused.error) != (401, "token_revoked"):
+                    raise
+                self._register_again(deadline)
+                self._call("POST", "/v1/recordings", json=state["request"], deadline=deadline)
             with self._lock:
                 state = self._state(recording_id)
                 state["created_on_server"] = True

@@ -10,6 +10,8 @@ import requests
 
 from sync.client import Backoff, DeviceClient, ServerUnreachable, UploadRefused
 
+from ..support import ServerProcess
+
 
 def test_pieces_recorded_offline_arrive_after_a_restart(fresh_server, tmp_path):
     server = fresh_server.start()
@@ -73,3 +75,31 @@ def test_a_permanent_refusal_parks_the_chunk_instead_of_retrying(fresh_server, t
     assert refused.value.error == "chunk_unreadable"
     assert (folder / "rejected" / "0000000000.reason").read_text().startswith("422 chunk_unreadable")
     assert phone.pending_indexes(recording_id) == []
+
+
+def test_a_registration_that_expired_unused_is_replaced_and_the_recording_still_arrives(tmp_path):
+    # Devices unused for 2 seconds expire here (a day by default); the
+    # leader expires them when it starts.
+    server = ServerProcess(tmp_path / "server", WITNESS_UNUSED_DEVICE_EXPIRY_HOURS=2 / 3600).start()
+    try:
+        phone = DeviceClient(server.url, tmp_path / "phone", backoff=Backoff(base=0.05, cap=0.2), timeout=5)
+        old_id = phone.register(sign_chunks=True)
+        old_refresh = phone.device()["refresh_token"]
+        recording_id = phone.start_recording("video/mp4")
+        for i in range(3):  # recorded, and signed, before anything was sent
+            phone.add_piece(recording_id, f"piece {i}".encode() * 100, final=i == 2)
+        time.sleep(2.5)
+        server.stop()
+        server.start()
+        server.wait_for(lambda: requests.post(server.url + "/v1/auth/refresh",
+                                              headers={"Authorization": f"Bearer {old_refresh}"}).status_code == 401)
+
+        assert phone.upload_pending(recording_id, deadline=time.monotonic() + 30) == 3
+        assert phone.device()["device_id"] != old_id
+        observer = server.staff_token("expiry-observer", "observer")
+        detail = requests.get(f"{server.url}/v1/recordings/{recording_id}",
+                              headers={"Authorization": f"Bearer {observer}"}).json()
+        assert detail["device_id"] == phone.device()["device_id"]
+        assert [chunk["device_signed"] for chunk in detail["chunks"]] == [True] * 3  # the same key still signs
+    finally:
+        server.stop()
