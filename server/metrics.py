@@ -27,14 +27,16 @@ import os
 import time
 
 from flask import Flask, g, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from sync.health import archive_numbers
 
 # Only the metrics below; no process or platform collectors (in multiprocess
-# mode they would describe one arbitrary worker).
+# mode they would describe one arbitrary worker), and no `_created` series
+# (multiprocess mode has none either, so both modes answer alike).
+disable_created_metrics()
 _REGISTRY = CollectorRegistry(auto_describe=True)
 
 ACK_SECONDS = Histogram(
