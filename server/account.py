@@ -1,5 +1,7 @@
 """A staff member's own account: who am I, log out, change my password, set
-up a second factor."""
+up or remove a second factor. Changing either needs proof beyond the token
+(the current password, a current code), so a stolen token cannot take the
+account over."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from flask_jwt_extended import get_jwt
 from sync import accounts, logins
 
 from .auth import STAFF_ROLES, archive, require_role
+from .clients import client_key
 from .requests import json_body
 
 bp = Blueprint("account", __name__)
@@ -41,7 +44,8 @@ def logout():
 def change_password():
     """Change my own password; every session of the account ends."""
     body = json_body()
-    logins.change_own_password(archive(), g.account["id"], body.get("current_password"), body.get("new_password"))
+    logins.change_own_password(archive(), g.account["id"], body.get("current_password"), body.get("new_password"),
+                               client=client_key())
     return "", 204
 
 
@@ -58,3 +62,12 @@ def confirm_totp():
     """Turn the second factor on with a code from the app."""
     logins.confirm_totp(archive(), g.account["id"], json_body().get("code"))
     return jsonify(totp_enabled=True)
+
+
+@bp.post("/v1/auth/totp/remove")
+@require_role(*STAFF_ROLES, during_totp_setup=True)
+def remove_totp():
+    """Turn my second factor off with a current code from the app (to replace
+    it: remove, then set up a new one)."""
+    logins.remove_own_totp(archive(), g.account["id"], json_body().get("code"), client=client_key())
+    return jsonify(totp_enabled=False)

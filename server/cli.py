@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -104,6 +105,23 @@ def reconcile_command():
                f"chunks lost (file missing or damaged): {len(report.lost_chunks)}")
     for recording_id, index in report.lost_chunks:
         click.echo(f"  lost {recording_id} chunk {index}")
+
+
+@witness.command("audit-log")
+@click.option("--organisation", "organisation", default=None,
+              help="Only this organisation's entries (default: every entry, server-wide ones included).")
+@click.option("--action", default=None, help="Only entries of this action, e.g. staff.login_failed.")
+@click.option("--actor", default=None, help="Only entries by this actor, e.g. anonymous or staff:rosa.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+def audit_log(organisation: str | None, action: str | None, actor: str | None, limit: int):
+    """Print audit entries, newest first, one JSON object a line. Only the
+    operator sees server-wide entries (failed logins under unknown
+    usernames); custodians see their organisation's."""
+    organisation_id = _organisation_id(organisation) if organisation else None
+    entries, _ = audit.list_entries(_archive(), organisation_id, audit.AuditFilter(action=action, actor=actor),
+                                    limit=limit, operator=True)
+    for entry in entries:
+        click.echo(json.dumps(entry, ensure_ascii=False, sort_keys=True))
 
 
 @witness.command("audit-verify")

@@ -19,12 +19,15 @@ from sync.errors import (
 )
 
 from .auth import archive
+from .clients import client_key
 from .pages import (
     end_console_session,
+    login_form_is_genuine,
     register_page_errors,
     safe_next,
     staff_page,
     start_console_session,
+    wait_in_words,
 )
 from .requests import path_recording_id
 
@@ -57,24 +60,35 @@ def console_home():
 @bp.route("/console/login", methods=["GET", "POST"])
 def login():
     """Log in with username, password and, when the account has one, the
-    code from the authenticator app."""
+    code from the authenticator app. The form carries its own CSRF value
+    (there is no session yet to take one from)."""
     next_path = safe_next(request.values.get("next"))
     if request.method == "GET":
         return render_template("console/login.html", next=next_path, username="", needs_code=False)
     username = request.form.get("username", "")
+    if not login_form_is_genuine():
+        # Nothing is checked: a form another site made the browser send must
+        # not log it in to anybody's account.
+        return render_template("console/login.html", next=next_path, username="", needs_code=False,
+                               error="This form has expired or did not come from this console. Log in again "
+                                     "here."), 400
     try:
         account = logins.authenticate_staff(archive(), username, request.form.get("password", ""),
-                                            request.form.get("totp") or None)
+                                            request.form.get("totp") or None, client=client_key())
     except SecondFactorRequired:
         return render_template("console/login.html", next=next_path, username=username, needs_code=True,
                                error="This account uses a second factor: enter your password again and the "
                                      "6-digit code from your authenticator app."), 401
-    except (BadCredentials, TooManyAttempts) as exc:
-        status = 429 if isinstance(exc, TooManyAttempts) else 401
-        message = ("Too many failed attempts for this username. Wait a few minutes, then try again."
-                   if status == 429 else "Wrong username, password or code.")
+    except TooManyAttempts as exc:
         return render_template("console/login.html", next=next_path, username=username,
-                               needs_code=bool(request.form.get("totp")), error=message), status
+                               needs_code=bool(request.form.get("totp")),
+                               error=f"Too many failed attempts for this username from here. Wait "
+                                     f"{wait_in_words(exc.retry_after)}, then try again."), 429, \
+            {"Retry-After": str(exc.retry_after)}
+    except BadCredentials:
+        return render_template("console/login.html", next=next_path, username=username,
+                               needs_code=bool(request.form.get("totp")),
+                               error="Wrong username, password or code."), 401
     return start_console_session(redirect(next_path or url_for("console.recordings")), account)
 
 

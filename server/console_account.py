@@ -1,5 +1,6 @@
 """The staff console's page for one's own account, for every staff role: who
-I am, my password, my second factor. A custodian the operator requires to
+I am, my password, my second factor. Changing the password needs the
+current one, removing the second factor a current code from it. A custodian the operator requires to
 use a second factor is sent here until one is on (`staff_page`)."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from sync import accounts, logins
 from sync.errors import InvalidInput, SecondFactorAlreadyOn, TooManyAttempts, WrongSecondFactor
 
 from .auth import archive
-from .pages import drop_console_cookie, register_page_errors, staff_page
+from .clients import client_key
+from .pages import drop_console_cookie, register_page_errors, staff_page, wait_in_words
 
 bp = Blueprint("console_account", __name__)
 register_page_errors(bp)
@@ -18,10 +20,12 @@ register_page_errors(bp)
 NOTICES = {
     "totp_started": "Now add the key to your authenticator app and type the code it shows.",
     "totp_on": "Your second factor is on. From now on, log in with your password and a code from the app.",
+    "totp_removed": "Your second factor is off: logging in needs only your password now. Set up a new one below "
+                    "(with a new key) to replace it.",
 }
 PASSWORD_ERRORS = {
     "wrong_current_password": "That is not your current password. Nothing changed. (Failed tries count like "
-                              "failed logins: after a few, your username is locked for a while.)",
+                              "failed logins: after a few, you wait a little longer before each next try.)",
 }
 
 
@@ -51,12 +55,11 @@ def change_password():
         return _account_page(error="The two new passwords differ. Nothing changed.", status=400)
     try:
         logins.change_own_password(archive(), g.account["id"], request.form.get("current_password", ""),
-                                   new_password)
+                                   new_password, client=client_key())
     except InvalidInput as exc:
         return _account_page(error=PASSWORD_ERRORS.get(exc.code, exc.message), status=400)
-    except TooManyAttempts:
-        return _account_page(error="Too many failed tries for your username. Wait a few minutes, then try again.",
-                             status=429)
+    except TooManyAttempts as exc:
+        return _too_many(exc)
     # The session is over already (the account's generation moved on).
     return drop_console_cookie(redirect(url_for("console.login", notice="password_changed")))
 
@@ -84,3 +87,26 @@ def confirm_second_factor():
     except SecondFactorAlreadyOn:
         return redirect(url_for("console_account.account"))
     return redirect(url_for("console_account.account", notice="totp_on"))
+
+
+@bp.post("/console/account/totp/remove")
+@staff_page(totp_setup=True)
+def remove_second_factor():
+    """Turn my second factor off with a current code from the app (to
+    replace it: remove it, then set up a new one)."""
+    try:
+        logins.remove_own_totp(archive(), g.account["id"], request.form.get("code", "").strip(), client=client_key())
+    except WrongSecondFactor:
+        return _account_page(error="That code does not match, or was used already. Type the code the app shows now "
+                                   "(after logging in with a code, wait for the next one). Nothing changed. Lost "
+                                   "the app? Ask a custodian to reset the second factor.", status=400)
+    except TooManyAttempts as exc:
+        return _too_many(exc)
+    return redirect(url_for("console_account.account", notice="totp_removed", _anchor="second-factor"))
+
+
+def _too_many(exc: TooManyAttempts):
+    page, status = _account_page(error="Too many failed tries for your username from here. Wait "
+                                       f"{wait_in_words(exc.retry_after)}, then try again. Nothing changed.",
+                                 status=429)
+    return page, status, {"Retry-After": str(exc.retry_after)}

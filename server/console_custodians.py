@@ -10,7 +10,7 @@ import re
 from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from sync import accounts, audit
-from sync.errors import Forbidden, InvalidInput
+from sync.errors import Forbidden, InvalidInput, OwnAccountElsewhere
 from sync.ingest import parse_recording_id
 from sync.timefmt import normalize_time
 
@@ -40,6 +40,16 @@ NOTICES = {
     "device_revoked": "The device is revoked: it can upload nothing more. What it uploaded stays.",
     "code_created": "The enrollment code is made. Share the code or the recorder link below.",
     "code_revoked": "The code is revoked: no new phone can join with it. Phones that joined with it stay.",
+}
+
+
+# What a custodian is told who tries to change their own password or second
+# factor here (that needs the current password or a current code).
+OWN_ACCOUNT_ELSEWHERE = {
+    "password": "Your own password is changed on your Account page, which asks for the current one. Nothing "
+                "changed.",
+    "second_factor": "Your own second factor is removed on your Account page, with a current code from the app; "
+                     "lost the app? Ask another custodian to reset it. Nothing changed.",
 }
 
 
@@ -111,6 +121,8 @@ def _change_person(staff_id: str, changes: dict, notice: str):
     before = accounts.staff_account(archive(), g.organisation_id, staff_id)
     try:
         after = accounts.update_staff(archive(), g.organisation_id, staff_id, changes, by=g.account)
+    except OwnAccountElsewhere as exc:
+        return _people_page(error=OWN_ACCOUNT_ELSEWHERE[exc.what], status=403)
     except Forbidden as exc:
         return _people_page(error=exc.message, status=403)
     except InvalidInput as exc:

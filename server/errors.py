@@ -21,6 +21,7 @@ PROTOCOL_ERRORS: dict[type, tuple[int, str]] = {
     domain.InvalidInput: (400, "invalid_input"),
     domain.NotFound: (404, "not_found"),
     domain.Forbidden: (403, "forbidden"),
+    domain.OwnAccountElsewhere: (403, "use_account_endpoint"),
     domain.BadCredentials: (401, "bad_credentials"),
     domain.EnrollmentRefused: (403, "enrollment_refused"),
     domain.RecordingConflict: (409, "recording_conflict"),
@@ -33,6 +34,8 @@ PROTOCOL_ERRORS: dict[type, tuple[int, str]] = {
     domain.ChunkConflict: (409, "chunk_conflict"),
     domain.PastFinal: (409, "past_final"),
     domain.StorageFull: (507, "insufficient_storage"),
+    domain.BelowWatermark: (507, "insufficient_storage"),
+    domain.DeviceGone: (401, "token_revoked"),
     domain.Busy: (503, "server_busy"),
     domain.NotReady: (404, "not_ready"),
     domain.SecondFactorRequired: (401, "totp_required"),
@@ -74,7 +77,9 @@ def register_error_handlers(app: Flask) -> None:
     def _domain_error(exc: domain.WitnessError):
         status, code = PROTOCOL_ERRORS[type(exc)]
         code = getattr(exc, "code", code)
-        if status == 507:
+        if isinstance(exc, domain.BelowWatermark):
+            log.warning("new recording refused below the disk watermark")
+        elif status == 507:
             log.error("disk full: %s", exc)
         headers = {"Retry-After": "1"} if status == 503 else None
         if isinstance(exc, domain.TooManyAttempts):

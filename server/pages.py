@@ -9,17 +9,25 @@ changing its role stops the console at once too. The API reads only the
 Authorization header, except the few GET routes a browser must fetch by
 URL (footage for the player, manifest files, the bundle), which also take
 the cookie. Forms carry the token's CSRF value (flask-jwt-extended checks
-it on every POST)."""
+it on every POST). The login form comes before any session, so it has a
+CSRF check of its own: a signed double-submit cookie (`login_csrf_field`).
+
+Redirects never name a host: every `Location` is a path on this server,
+whatever `Host` the request claimed (`_relative_location`)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
+import secrets
 import uuid
 from datetime import datetime, timedelta, timezone
 from functools import wraps
 from urllib.parse import urlsplit
 
 import jwt as pyjwt
-from flask import Response, g, redirect, render_template, request, url_for
+from flask import Response, after_this_request, g, redirect, render_template, request, url_for
 from flask_jwt_extended import create_access_token, get_jwt, verify_jwt_in_request
 from flask_jwt_extended.exceptions import CSRFError, JWTExtendedException
 from markupsafe import Markup
@@ -31,6 +39,8 @@ from sync.timefmt import parse_time
 from .auth import STAFF_ROLES, archive, enter_session
 
 COOKIE = "witness_console"
+LOGIN_COOKIE = "witness_login"
+_LOGIN_NONCE = re.compile(r"[A-Za-z0-9_-]{32}")
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; media-src 'self' blob:; object-src 'none'; "
                            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 ROLE_NAMES = {"observer": "legal observer", "lawyer": "lawyer", "custodian": "custodian"}
@@ -42,6 +52,7 @@ def configure(app) -> None:
     app.config["JWT_ACCESS_COOKIE_NAME"] = COOKIE
     app.config["JWT_CSRF_CHECK_FORM"] = True
     app.after_request(_page_headers)
+    app.after_request(_relative_location)
     app.add_template_filter(when, "when")
     app.add_template_filter(ago, "ago")
     app.add_template_filter(size, "size")
@@ -49,6 +60,7 @@ def configure(app) -> None:
     app.add_template_filter(short, "short")
     app.add_template_filter(duration, "duration")
     app.add_template_global(csrf_field)
+    app.add_template_global(login_csrf_field)
     app.add_template_global(ROLE_NAMES, "role_names")
 
 
@@ -58,6 +70,23 @@ def _page_headers(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _relative_location(response: Response) -> Response:
+    """Make a `Location` that names this server's host a plain path.
+    Flask's own redirects are relative already, but werkzeug's routing
+    redirects (`/console` to `/console/`, `/console//people` to
+    `/console/people`) are built from the request's `Host`, which the client
+    chooses: a forged one would send the browser, or a cache, elsewhere."""
+    location = response.headers.get("Location")
+    if location:
+        parts = urlsplit(location)
+        if parts.scheme or parts.netloc:
+            if parts.netloc.lower() == request.host.lower():
+                # "//x" would be another host to a browser: one slash only.
+                path = "/" + parts.path.lstrip("/\\")
+                response.headers["Location"] = path + (f"?{parts.query}" if parts.query else "")
     return response
 
 
@@ -158,6 +187,54 @@ def csrf_field() -> Markup:
     return Markup('<input type="hidden" name="csrf_token" value="{}">').format(value)
 
 
+# -- the login form's CSRF check ---------------------------------------------
+#
+# Logging in comes before any session, so the form cannot carry a session's
+# CSRF value; without a check of its own, another site could post a login
+# form with the attacker's account and the victim would work, unknowing, in
+# the attacker's console (login CSRF). The browser holds a random nonce in a
+# cookie only this path receives (HttpOnly, SameSite=Strict: another site's
+# form never brings it) and the form carries its HMAC under the server's
+# token secret, the same in every worker (a signed double-submit cookie).
+
+def _login_nonce() -> str:
+    """This browser's login nonce; a new one (set on the response) when it
+    has none or a malformed one."""
+    nonce = getattr(g, "_login_nonce", None)
+    if nonce is not None:
+        return nonce
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    if not _LOGIN_NONCE.fullmatch(nonce):
+        nonce = secrets.token_urlsafe(24)
+
+        @after_this_request
+        def _set(response: Response) -> Response:
+            response.set_cookie(LOGIN_COOKIE, nonce, path="/console/login", httponly=True, samesite="Strict",
+                                secure=request.is_secure)
+            return response
+    g._login_nonce = nonce
+    return nonce
+
+
+def _login_token(nonce: str) -> str:
+    return hmac.new(archive().keys.token_secret, b"console login form\0" + nonce.encode("ascii"),
+                    hashlib.sha256).hexdigest()
+
+
+def login_csrf_field() -> Markup:
+    """The hidden field of the login form (and its cookie, when new)."""
+    return Markup('<input type="hidden" name="csrf_token" value="{}">').format(_login_token(_login_nonce()))
+
+
+def login_form_is_genuine() -> bool:
+    """True when the posted login form came from this console's login page
+    in this browser: its cookie came back and the form's value matches it."""
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    sent = request.form.get("csrf_token", "")
+    return bool(_LOGIN_NONCE.fullmatch(nonce)) and hmac.compare_digest(_login_token(nonce).encode("ascii"),
+                                                                       sent.encode("utf-8", "replace"))
+
+
 # -- errors ------------------------------------------------------------------
 
 def error_page(status: int, message: str):
@@ -226,6 +303,13 @@ def size(value) -> str:
 def short(value, length: int = 8) -> str:
     """The first characters of an id or hash (the full value is in a title)."""
     return (value or "")[:length]
+
+
+def wait_in_words(seconds: int) -> str:
+    """`1 second`, `40 seconds`, `3 minutes`, `15 minutes`."""
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{(seconds + 59) // 60} minutes"
 
 
 def duration(seconds: float | None) -> str:

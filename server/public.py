@@ -12,6 +12,7 @@ from sync import logins
 from sync.ingest import b64url_encode as _b64url
 
 from .auth import DEVICE, STAFF_ROLES, archive, issue_access_token_for_refresh, issue_tokens, require_role
+from .clients import client_key
 from .device_limits import limited
 from .requests import json_body
 
@@ -48,7 +49,8 @@ def openapi():
 def login():
     """Staff log in with username, password and (when on) a TOTP code."""
     body = json_body()
-    staff = logins.authenticate_staff(archive(), body.get("username"), body.get("password"), body.get("totp"))
+    staff = logins.authenticate_staff(archive(), body.get("username"), body.get("password"), body.get("totp"),
+                                      client=client_key())
     # Exactly the two tokens PROTOCOL.md names; GET /v1/auth/me says the rest.
     return jsonify(issue_tokens(f"staff:{staff['id']}", staff["role"], generation=staff["session_generation"]))
 

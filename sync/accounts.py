@@ -28,7 +28,7 @@ from crypto.signing import load_device_public_key
 from . import audit
 from .archive import Archive
 from .database import DEFAULT_ORGANISATION_ID
-from .errors import EnrollmentRefused, Forbidden, InvalidInput, NotFound
+from .errors import EnrollmentRefused, Forbidden, InvalidInput, NotFound, OwnAccountElsewhere
 from .identifiers import parse_canonical_uuid
 from .paging import make_cursor, read_cursor, split_page
 
@@ -289,15 +289,65 @@ def password_matches(password: str, phc: str) -> bool:
         return False
 
 
-def check_new_password(password) -> str:
+def check_new_password(password, *, username: str | None = None) -> str:
     """`password` if it is acceptable as a new password; `InvalidInput`
-    (`weak_password`) if shorter than 12 characters or over 1024 bytes."""
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD_CHARS \
-            or len(password.encode("utf-8", "replace")) > MAX_PASSWORD_BYTES \
-            or any("\ud800" <= c <= "\udfff" for c in password):
-        raise InvalidInput("weak_password", f"Passwords need at least {MIN_PASSWORD_CHARS} characters "
-                                            f"(and at most {MAX_PASSWORD_BYTES} bytes).")
+    (`weak_password`) otherwise (the rule: `password_weakness`)."""
+    weakness = password_weakness(password, username=username)
+    if weakness is not None:
+        raise InvalidInput("weak_password", weakness)
     return password
+
+
+# The strength rule needs no word list download and no dependency: length,
+# variety, no pattern, and not one of the passwords (or their stems) that top
+# every leaked-password list, nor the service's name or the username.
+MIN_DISTINCT_CHARS = 6
+_RUNS = ("abcdefghijklmnopqrstuvwxyz", "0123456789", "qwertyuiopasdfghjklzxcvbnm", "qwertzuiopasdfghjklyxcvbnm",
+         "azertyuiopqsdfghjklmwxcvbn", "1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik9ol0p", "zaq12wsxcde34rfvbgt56yhnmju78ik,.lo9")
+_COMMON_STEMS = frozenset("""
+password passwort passw0rd p@ssword p@ssw0rd pass qwerty qwertz azerty asdf iloveyou loveyou welcome letmein
+admin administrator root user login changeme default secret master test guest hello whatever trustno
+monkey dragon sunshine princess superman batman football baseball basketball soccer hockey shadow freedom
+starwars pokemon computer internet michael jennifer jordan hunter ranger buster charlie daniel thomas
+abc abcd abc123 qwe qazwsx zaq1 zxcvbn witness witnesssync police
+""".split())
+_EDGE_NOISE = "0123456789 !@#$%^&*()-_=+[]{};:'\",.<>/?\\|`~"
+
+
+def password_weakness(password, *, username: str | None = None) -> str | None:
+    """Why `password` would be a weak new password, in words for the person
+    choosing it, or None when it is acceptable. Refused: fewer than 12
+    characters (or over 1024 bytes, or not text); fewer than 6 different
+    characters (`000000000000`, `abababababab`); a shorter piece repeated
+    (`passwordpassword`); a run along the alphabet, the digits or a keyboard
+    row, either way (`123456789012`, `qwertyuiopas`); and one of the most
+    common passwords or the service's name or the username, with digits and
+    symbols added at either end (`Password2026!`, `iloveyou1234`)."""
+    if not isinstance(password, str) or any("\ud800" <= c <= "\udfff" for c in password) \
+            or len(password.encode("utf-8", "replace")) > MAX_PASSWORD_BYTES:
+        return f"A password is text of at least {MIN_PASSWORD_CHARS} characters and at most {MAX_PASSWORD_BYTES} bytes."
+    if len(password) < MIN_PASSWORD_CHARS:
+        return f"Passwords need at least {MIN_PASSWORD_CHARS} characters; a few unrelated words make a good one."
+    easy = "This password is too easy to guess"
+    advice = "; a few unrelated words make a good one."
+    if len(set(password)) < MIN_DISTINCT_CHARS:
+        return f"{easy}: it needs at least {MIN_DISTINCT_CHARS} different characters{advice}"
+    folded = password.casefold()
+    for unit in range(1, len(folded) // 2 + 1):
+        if len(folded) % unit == 0 and folded[:unit] * (len(folded) // unit) == folded and unit < MIN_PASSWORD_CHARS:
+            return f"{easy}: it is a shorter piece repeated{advice}"
+    squeezed = "".join(folded.split())
+    for run in _RUNS:
+        for direction in (run, run[::-1]):
+            cycle = direction * (len(squeezed) // len(direction) + 2)
+            if squeezed in cycle:
+                return f"{easy}: it is a run of neighbouring letters, digits or keys{advice}"
+    stem = folded.strip(_EDGE_NOISE)
+    if stem and (stem in _COMMON_STEMS or stem.replace(" ", "") in _COMMON_STEMS
+                 or (username and stem == username.casefold())):
+        return f"{easy}: it is one of the most common passwords, or a name this server knows, with digits or " \
+               f"symbols added{advice}"
+    return None
 
 
 def create_staff_user(archive: Archive, username: str, role: str, password: str, *,
@@ -310,7 +360,7 @@ def create_staff_user(archive: Archive, username: str, role: str, password: str,
                                                "'.', '_' or '-', starting with a letter or digit.")
     if role not in STAFF_ROLES:
         raise InvalidInput("invalid_role", f"role must be one of {', '.join(STAFF_ROLES)}.")
-    password_hash = hash_password(check_new_password(password))
+    password_hash = hash_password(check_new_password(password, username=username))
     with archive.database.transaction() as db:
         if next(iter(db.query("SELECT 1 FROM staff WHERE username = ?", [username])), None):
             raise InvalidInput("username_taken", f"A user named {username!r} already exists on this server.")
@@ -357,7 +407,10 @@ def update_staff(archive: Archive, organisation_id: int, staff_id: int, changes,
 
     Raises `NotFound` (not of this organisation), `InvalidInput` (unknown
     field or bad value), `Forbidden` (a custodian changing their own role or
-    disabling themselves: that is how an organisation locks itself out)."""
+    disabling themselves: that is how an organisation locks itself out) and
+    `OwnAccountElsewhere` (a custodian setting their own password or
+    resetting their own second factor: that needs the current password or a
+    current code, on the account endpoints). Nothing changes when it raises."""
     if not isinstance(changes, dict) or not changes:
         raise InvalidInput("invalid_body", "Send a JSON object with role, disabled, password and/or reset_totp.")
     unknown = set(changes) - {"role", "disabled", "password", "reset_totp"}
@@ -368,7 +421,22 @@ def update_staff(archive: Archive, organisation_id: int, staff_id: int, changes,
     for flag in ("disabled", "reset_totp"):
         if flag in changes and not isinstance(changes[flag], bool):
             raise InvalidInput(f"invalid_{flag}", f"{flag} must be true or false.")
-    password_hash = hash_password(check_new_password(changes["password"])) if "password" in changes else None
+    if staff_id == by["id"]:
+        # Only the account endpoints, which ask for the current password or
+        # a current code, change one's own: a stolen token alone must not.
+        if "password" in changes:
+            raise OwnAccountElsewhere("Change your own password with POST /v1/auth/password, which asks for the "
+                                      "current one.", "password")
+        if changes.get("reset_totp") is True:
+            raise OwnAccountElsewhere("Remove your own second factor with POST /v1/auth/totp/remove and a current "
+                                      "code from the app; lost the app? Ask another custodian to reset it.",
+                                      "second_factor")
+    password_hash = None
+    if "password" in changes:
+        target = archive.database.one("SELECT username FROM staff WHERE id = ? AND organisation_id = ?",
+                                      [staff_id, organisation_id])
+        password_hash = hash_password(check_new_password(changes["password"],
+                                                         username=target["username"] if target else None))
     actor = f"staff:{by['username']}"
     with archive.database.transaction() as db:
         row = next(iter(db.query("SELECT * FROM staff WHERE id = ? AND organisation_id = ?",

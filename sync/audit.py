@@ -123,13 +123,22 @@ class AuditFilter:
     until: str | None = None  # inclusive
 
 
-def list_entries(archive: Archive, organisation_id: int, filters: AuditFilter, *,
-                 limit: int = 100, cursor: str | None = None, newest_first: bool = True) -> tuple[list[dict], str | None]:
+def list_entries(archive: Archive, organisation_id: int | None, filters: AuditFilter, *,
+                 limit: int = 100, cursor: str | None = None, newest_first: bool = True,
+                 operator: bool = False) -> tuple[list[dict], str | None]:
     """A page of the entries an organisation's custodians may read: their
-    organisation's and the server-wide ones (no organisation: failed logins
-    under unknown usernames, operator actions). Returns `(entries, next_cursor)`.
-    Raises `InvalidInput` for a malformed cursor or time."""
-    where, params = ["(organisation_id = ? OR organisation_id IS NULL)"], [organisation_id]
+    organisation's only. Server-wide entries (no organisation: above all
+    failed logins under usernames no account has, which are often a
+    password typed into the wrong field, or a guesser's list) are shown to
+    nobody but the operator: with `operator=True`, `organisation_id=None`
+    lists every entry (the command line's `audit-log`). Returns `(entries,
+    next_cursor)`. Raises `InvalidInput` for a malformed cursor or time."""
+    if organisation_id is None and not operator:
+        raise ValueError("only the operator lists entries of every organisation")
+    where, params = [], []
+    if organisation_id is not None:
+        where.append("organisation_id = ?")
+        params.append(organisation_id)
     for column, value in (("recording_id", filters.recording_id), ("actor", filters.actor),
                           ("action", filters.action)):
         if value is not None:
@@ -146,7 +155,7 @@ def list_entries(archive: Archive, organisation_id: int, filters: AuditFilter, *
         where.append("id < ?" if newest_first else "id > ?")
         params.append(read_cursor(f"audit-{order}", cursor, (int,))[0])
     rows = archive.database.query(
-        f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?", [*params, limit + 1])
+        f"SELECT * FROM audit WHERE {' AND '.join(where) or '1'} ORDER BY id {order} LIMIT ?", [*params, limit + 1])
     rows, next_cursor = split_page(rows, limit, lambda last: make_cursor(f"audit-{order}", last["id"]))
     return [public_entry(row) for row in rows], next_cursor
 

@@ -274,13 +274,18 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         not_null={"at", "actor", "action", "detail", "prev_sha256", "sha256"},
         if_not_exists=True,
     )
-    # Failed logins per username (known or not, so the answer never tells).
+    # No longer written or read: failed logins are throttled in memory only
+    # (sync/logins.py), per username and client, never locking an account.
+    # The table stays so files of earlier releases need no migration; what
+    # they left in it (usernames as typed, sometimes a password typed into
+    # the wrong field) is dropped.
     db["login_failures"].create(
         {"username": str, "failures": int, "first_failed_at": str, "last_failed_at": str, "locked_until": str},
         pk="username",
         not_null={"failures", "first_failed_at", "last_failed_at"},
         if_not_exists=True,
     )
+    db.execute("DELETE FROM login_failures")
     # Ended sessions (logout): every token of the session is refused until
     # the session's refresh token would have expired anyway.
     db["ended_sessions"].create(

@@ -27,6 +27,19 @@ class Forbidden(WitnessError):
     """Authenticated, but this role may not do this."""
 
 
+class OwnAccountElsewhere(Forbidden):
+    """A custodian tried to set their own password or reset their own second
+    factor through the custodians' endpoint, which asks for neither the
+    current password nor a code: a stolen token must not take the account
+    over. `what` is "password" or "second_factor"."""
+
+    code = "use_account_endpoint"
+
+    def __init__(self, message: str, what: str):
+        super().__init__(message)
+        self.what = what
+
+
 class BadCredentials(WitnessError):
     """Wrong username or password (never says which)."""
 
@@ -74,6 +87,16 @@ class PastFinal(WitnessError):
 
 class StorageFull(WitnessError):
     """The disk is full; nothing was kept and the client should retry later."""
+
+
+class BelowWatermark(StorageFull):
+    """Free disk is below the operator's watermark: no new recordings, while
+    chunks of recordings already started are still taken."""
+
+
+class DeviceGone(WitnessError):
+    """The device behind a valid token no longer exists (revoked, or expired
+    unused) by the time its request reached the records."""
 
 
 class Busy(WitnessError):

@@ -155,3 +155,20 @@ def test_deeply_nested_json_is_a_400(server):
     answer = requests.post(server.url + "/v1/recordings", data=body,
                            headers={**phone.auth, "Content-Type": "application/json"})
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_body"
+
+
+def test_redirects_never_name_the_host_a_request_claims(server):
+    """Every Location is a path on this server, whatever Host was sent: a
+    forged Host must not send a browser (or a cache) elsewhere."""
+    forged = {"Host": "evil.example"}
+    seen = []
+    for method, path in (("GET", "/console"), ("GET", "/console/"), ("GET", "/console//people"),
+                         ("GET", "/v1//keys"), ("GET", "/console/recordings"), ("POST", "/console/logout")):
+        answer = requests.request(method, server.url + path, headers=forged, allow_redirects=False)
+        if answer.is_redirect:
+            seen.append(path)
+            location = answer.headers["Location"]
+            assert location.startswith("/") and not location.startswith("//"), (path, location)
+            assert "evil.example" not in location, (path, location)
+    assert "/console" in seen and "/console//people" in seen and "/console/recordings" in seen, seen
+

@@ -267,6 +267,28 @@ def _totp_confirm(world, column, caller):
     return Call("POST", "/v1/auth/totp/confirm", {"json": {"code": code}}, second_factor_on)
 
 
+@endpoint("POST /v1/auth/totp/remove", fresh="user")
+def _totp_remove(world, column, caller):
+    code = "000000"
+    staff = getattr(caller, "staff", None)
+    if staff is not None:
+        started = requests.post(world.server.url + "/v1/auth/totp", headers=caller.headers)
+        assert started.status_code == 200, started.text
+        secret = started.json()["secret"]
+        key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+        # Confirmed with the previous step's code (one step of drift is
+        # allowed), so the current one is still unused for the removal.
+        confirmed = requests.post(world.server.url + "/v1/auth/totp/confirm", headers=caller.headers,
+                                  json={"code": current_code(key, time.time() - 30)})
+        assert confirmed.status_code == 200, confirmed.text
+        code = current_code(key, time.time())
+
+    def second_factor_off(answer):
+        assert answer.json() == {"totp_enabled": False}
+        staff.login()  # the password alone logs in again; asserts 200
+    return Call("POST", "/v1/auth/totp/remove", {"json": {"code": code}}, second_factor_off)
+
+
 # -- devices -------------------------------------------------------------------
 
 def _target_recording(world, caller) -> Recording:

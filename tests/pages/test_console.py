@@ -17,6 +17,7 @@ import requests
 from crypto.totp import current_code
 
 from ..browser import LAPTOP, PHONE, screenshot
+from ..console_login import console_login, login_form_token
 from ..support import Phone, ServerProcess, Staff
 
 pytestmark = pytest.mark.slow
@@ -131,8 +132,7 @@ def test_a_session_ends_at_logout_and_when_the_account_is_disabled(server):
 
     def console_session(who: Staff) -> requests.Session:
         session = requests.Session()
-        answer = session.post(server.url + "/console/login", data={"username": who.username, "password": who.password},
-                              allow_redirects=False)
+        answer = console_login(session, server.url, who.username, who.password)
         assert answer.status_code == 302 and answer.headers["Location"].endswith("/console/recordings")
         cookie = answer.headers["Set-Cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
@@ -160,6 +160,39 @@ def test_a_session_ends_at_logout_and_when_the_account_is_disabled(server):
     assert lands_on_login(session)
 
 
+def test_the_login_form_cannot_be_posted_from_another_site(server):
+    """Login CSRF: another site's form would log the browser in to an
+    account of the attacker's choosing. The login page sets a cookie only
+    that page gets back (SameSite=Strict: never on another site's post) and
+    its form carries a value signed to go with it."""
+    who = Staff(server, "cyril", "observer")
+    credentials = {"username": who.username, "password": who.password}
+    mine, theirs = requests.Session(), requests.Session()
+    page = mine.get(server.url + "/console/login")
+    cookie = page.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console/login" in cookie
+    token = login_form_token(mine, server.url)
+    theirs_token = login_form_token(theirs, server.url)
+
+    def refused(answer: requests.Response) -> bool:
+        return (answer.status_code == 400 and "did not come from this console" in answer.text
+                and not answer.cookies.get("witness_console"))
+
+    # As another site's form would arrive: no cookie (SameSite), with or without a token.
+    assert refused(requests.post(server.url + "/console/login", data=credentials, allow_redirects=False))
+    assert refused(requests.post(server.url + "/console/login", data={**credentials, "csrf_token": token},
+                                 allow_redirects=False))
+    # This browser's cookie with another browser's value, or a made-up one.
+    for value in (theirs_token, "0" * 64, ""):
+        assert refused(mine.post(server.url + "/console/login", data={**credentials, "csrf_token": value},
+                                 allow_redirects=False)), value
+    # A refused form offers a fresh one: logging in from it works.
+    again = mine.post(server.url + "/console/login", data=credentials, allow_redirects=False)
+    assert refused(again) and 'name="csrf_token"' in again.text
+    answer = mine.post(server.url + "/console/login", data={**credentials, "csrf_token": token}, allow_redirects=False)
+    assert answer.status_code == 302 and answer.cookies.get("witness_console")
+
+
 def test_pages_send_a_strict_content_security_policy(server):
     for path in ("/", "/console/login", "/record"):
         answer = requests.get(server.url + path)
@@ -177,7 +210,7 @@ def test_the_console_cookie_opens_only_what_a_browser_loads_by_url(server):
     recording = Phone(server).create_recording()
     assert recording.put(0, recording.chunk(0, b"footage bytes", final=True), final=True).status_code == 201
     session = requests.Session()
-    session.post(server.url + "/console/login", data={"username": lawyer.username, "password": lawyer.password})
+    console_login(session, server.url, lawyer.username, lawyer.password)
     assert session.cookies.get("witness_console")
 
     media = session.get(f"{server.url}/v1/recordings/{recording.id}/media", headers={"Range": "bytes=0-3"})
@@ -204,7 +237,7 @@ def test_a_wrong_console_address_is_a_page_not_json(server):
 def test_a_bad_filter_on_the_recordings_list_is_a_clear_page(server):
     observer = Staff(server, "oona", "observer")
     session = requests.Session()
-    session.post(server.url + "/console/login", data={"username": observer.username, "password": observer.password})
+    console_login(session, server.url, observer.username, observer.password)
     for query, words in [("gaps=maybe", "gaps must be yes, no, or left out."),
                          ("state=lost", "state must be one or more of"),
                          ("cursor=not-a-cursor", "cursor")]:

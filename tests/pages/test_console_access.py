@@ -31,6 +31,7 @@ import pytest
 import requests
 
 from crypto.totp import current_code
+from tests.console_login import console_login, login_form_token
 from tests.support import PROJECT_ROOT, Phone, Staff
 
 TABLE_PAGE = PROJECT_ROOT / "docs" / "permissions.md"
@@ -175,8 +176,7 @@ class World:
     # Browsers.
     def console_login(self, staff: Staff) -> Caller:
         session = requests.Session()
-        answer = session.post(self.server.url + "/console/login",
-                              data={"username": staff.username, "password": staff.password}, allow_redirects=False)
+        answer = console_login(session, self.server.url, staff.username, staff.password)
         assert answer.status_code == 302 and session.cookies.get(COOKIE), answer.text
         return Caller(self.server, session, staff.role, staff)
 
@@ -245,7 +245,10 @@ def _login_page(world, column, succeeds, caller):
 @endpoint("POST /console/login", fresh="session")
 def _login(world, column, succeeds, caller):
     observer = world.a["observer"]
-    return Call("/console/login", {"username": observer.username, "password": observer.password},
+    # The login form's own CSRF value, from the login page in this browser.
+    token = login_form_token(caller.session, world.server.url)
+    return Call("/console/login", {"username": observer.username, "password": observer.password,
+                                   "csrf_token": token},
                 done=lambda answer: bool(answer.cookies.get(COOKIE)), redirects_to="/console/recordings")
 
 
@@ -409,6 +412,23 @@ def _confirm_second_factor(world, column, succeeds, caller):
                 done=lambda _: requests.get(world.server.url + "/v1/auth/me", headers=me.auth).json()["totp_enabled"])
 
 
+@endpoint("POST /console/account/totp/remove", fresh="user")
+def _remove_second_factor(world, column, succeeds, caller):
+    me = caller.staff
+    if me is None:
+        return Call("/console/account/totp/remove", {"code": "123456"})
+    secret = requests.post(world.server.url + "/v1/auth/totp", headers=me.auth).json()["secret"]
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    # Confirmed with the previous step's code (one step of drift is allowed),
+    # so the current code is still unused when the form sends it.
+    confirmed = requests.post(world.server.url + "/v1/auth/totp/confirm", headers=me.auth,
+                              json={"code": current_code(key, time.time() - 30)})
+    assert confirmed.status_code == 200, confirmed.text
+    return Call("/console/account/totp/remove", {"code": current_code(key, time.time())},
+                done=lambda _: not requests.get(world.server.url + "/v1/auth/me",
+                                                headers=me.auth).json()["totp_enabled"])
+
+
 # -- the tests ------------------------------------------------------------------
 
 def test_the_table_covers_every_console_route(make_app):
@@ -440,8 +460,10 @@ def test_console_cell(world, name, column):
         answer = caller.session.get(url, allow_redirects=False)
     else:
         data = dict(call.data)
-        if column != "without csrf_token":
-            data["csrf_token"] = caller.csrf()
+        if column == "without csrf_token":
+            data.pop("csrf_token", None)
+        else:
+            data.setdefault("csrf_token", caller.csrf())
         answer = caller.session.post(url, data=data, allow_redirects=False)
     seen = f"{answer.status_code} {answer.headers.get('Location', '')} {answer.text[:600]}"
 

@@ -272,3 +272,49 @@ def test_a_custodian_required_to_use_a_second_factor_is_kept_on_the_account_page
         assert problems == []
     finally:
         server.stop()
+
+
+def test_ones_own_password_and_second_factor_need_proof_and_a_stolen_session_gets_neither(chromium, server):
+    """On the people page a custodian's own row offers neither a new password
+    nor a second-factor reset, and posting them anyway is refused (a stolen
+    session alone must not take the account over); on the account page the
+    second factor is removed, and replaced, only with a current code."""
+    rhea = Staff(server, "rhea", "custodian")
+    secret = requests.post(server.url + "/v1/auth/totp", headers=rhea.auth).json()["secret"]
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    # Confirmed with the previous step's code (one step of drift is allowed),
+    # so the current code logs in and the next one removes it.
+    assert requests.post(server.url + "/v1/auth/totp/confirm", headers=rhea.auth,
+                         json={"code": current_code(key, time.time() - 30)}).status_code == 200
+
+    page = chromium.new_page(viewport=LAPTOP)
+    problems = console_errors(page)
+    page.goto(server.url + "/console/people")
+    log_in(page, rhea.username, rhea.password, code=current_code(key, time.time()))
+    page.wait_for_url(on_path("/console/people"))
+    own = page.locator(f"[id='person-{rhea.id}']")
+    own.get_by_text(f"Change {rhea.username}").click()
+    expect(own.get_by_text("Your own password and second factor are on your")).to_be_visible()
+    expect(own.get_by_role("button", name=re.compile("Set password"))).to_have_count(0)
+    expect(own.get_by_role("button", name=re.compile("Reset second factor"))).to_have_count(0)
+    csrf = own.locator("input[name=csrf_token]").first.get_attribute("value")
+    for action, fields in (("password", {"password": "a thief's new passphrase"}), ("reset-second-factor", {})):
+        answer = page.request.post(f"{server.url}/console/people/{rhea.id}/{action}",
+                                   form={"csrf_token": csrf, **fields}, max_redirects=0)
+        assert answer.status == 403 and "on your Account page" in answer.text(), action
+    assert requests.get(f"{server.url}/v1/auth/me", headers=rhea.auth).json()["totp_enabled"] is True
+
+    own.get_by_role("link", name="Account").click()  # where the hint says to go
+    page.wait_for_url(on_path("/console/account"))
+    removal = page.get_by_label(re.compile("^Remove it, or replace it"))
+    removal.fill("000000" if current_code(key, time.time() + 30) != "000000" else "111111")
+    page.get_by_role("button", name="Remove the second factor").click()
+    expect(page.get_by_role("alert")).to_contain_text("That code does not match, or was used already")
+    screenshot(page, "console-account-remove-second-factor")
+    page.get_by_label(re.compile("^Remove it, or replace it")).fill(current_code(key, time.time() + 30))
+    page.get_by_role("button", name="Remove the second factor").click()
+    expect(page.get_by_role("status")).to_contain_text("Your second factor is off")
+    expect(page.locator("dl.facts").first.locator("dt:has-text('Second factor') + dd")).to_have_text("off")
+    page.get_by_role("button", name="Set up a second factor").click()  # replaced by a new one
+    assert totp_key(page) != key
+    assert problems == []

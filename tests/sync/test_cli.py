@@ -11,10 +11,10 @@ def test_create_user_takes_the_password_from_the_environment(app, runner, monkey
     result = runner.invoke(args=["witness", "create-user", "ana", "--role", "custodian"])
     assert result.exit_code == 0, result.output
     assert "created custodian ana" in result.output
-    staff = logins.authenticate_staff(app.extensions["witness"], "ana", "a long enough password")
+    staff = logins.authenticate_staff(app.extensions["witness"], "ana", "a long enough password", client="test")
     assert staff["role"] == "custodian"
     with pytest.raises(BadCredentials):
-        logins.authenticate_staff(app.extensions["witness"], "ana", "a wrong password!!")
+        logins.authenticate_staff(app.extensions["witness"], "ana", "a wrong password!!", client="test")
 
 
 def test_passwords_are_stored_as_argon2id(app, runner, monkeypatch):
