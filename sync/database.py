@@ -42,6 +42,7 @@ class Database:
         self._writer = threading.Lock()
         self._writer_lock_path = self.path.with_name(self.path.name + ".write-lock")
         self._writer_fd, self._writer_pid = -1, None
+        _private_files(self.path)
         # Workers starting together on a new file would race to switch it to
         # WAL ("database is locked" at once, and a worker that fails to boot
         # stops gunicorn); under the writer lock they take turns.
@@ -128,6 +129,26 @@ class Database:
         if existing is not None:
             existing.conn.close()
             self._local.db = None
+
+
+def _private_files(path: Path) -> None:
+    """Make the records file, and the -wal and -shm files SQLite makes beside
+    it, readable by the server's user only (0600), whatever the umask. SQLite
+    creates the -wal and -shm files with the database file's own mode (and
+    fchmods them to it past the umask), so creating the database file 0600
+    before the first connection is enough for new files; files of an
+    earlier release, made 0644, are narrowed here."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for companion in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"),
+                      path.with_name(path.name + "-journal")):
+        try:
+            os.chmod(companion, 0o600)
+        except FileNotFoundError:
+            pass
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:

@@ -4,6 +4,7 @@ for device tokens, through a real server."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto.signing import public_key_pem
 
-from ..support import Phone
+from ..support import Phone, ServerProcess
 
 
 def test_keys_are_public_only_and_files_private(server):
@@ -172,3 +173,35 @@ def test_redirects_never_name_the_host_a_request_claims(server):
             assert "evil.example" not in location, (path, location)
     assert "/console" in seen and "/console//people" in seen and "/console/recordings" in seen, seen
 
+
+def test_the_records_file_and_its_journals_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0)  # the server inherits it: files it makes without care come out 0644 or 0666
+    try:
+        server = ServerProcess(tmp_path / "umask", workers=1).start()
+    finally:
+        os.umask(old)
+    try:
+        recording = Phone(server).create_recording()  # writes: the WAL and the shared-memory file exist
+        assert recording.put(0, recording.chunk(0)).status_code == 201
+        records = sorted(server.data_dir.glob("witness.sqlite3*"))
+        names = {path.name for path in records}
+        assert {"witness.sqlite3", "witness.sqlite3-wal", "witness.sqlite3-shm"} <= names, names
+        modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in records}
+        assert set(modes.values()) == {"0o600"}, modes
+        assert stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
+    finally:
+        server.stop()
+
+
+def test_an_earlier_releases_records_file_is_made_private_at_start(tmp_path):
+    data = tmp_path / "old" / "data"
+    data.mkdir(parents=True, mode=0o700)
+    for name in ("witness.sqlite3", "witness.sqlite3-wal", "witness.sqlite3-shm"):
+        (data / name).touch(mode=0o644)
+        os.chmod(data / name, 0o644)
+    server = ServerProcess(tmp_path / "old", workers=1).start()
+    try:
+        modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in data.glob("witness.sqlite3*")}
+        assert set(modes.values()) == {"0o600"}, modes
+    finally:
+        server.stop()
