@@ -73,7 +73,7 @@ _DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=1$Vs8sV108VRoQpLe18n5A6Q$YKwP75zOsxl
 class LoginThrottle:
     """Failed attempts per (username, client key), in this process's memory
     only (see the module docstring). Thread-safe; holds at most
-    `max_entries` pairs (about 200 bytes each), dropping the longest-quiet
+    `max_entries` pairs (about 450 bytes each), dropping the longest-quiet
     pair that is not waiting when full, so a flood of made-up usernames costs
     bounded memory and cannot push out a pair being guessed at.
 
