@@ -193,6 +193,23 @@ def test_the_login_form_cannot_be_posted_from_another_site(server):
     assert answer.status_code == 302 and answer.cookies.get("witness_console")
 
 
+def test_repeated_wrong_passwords_are_slowed_down_with_a_clear_page(server):
+    who = Staff(server, "cosima", "observer")
+    browser = requests.Session()
+    answers = []
+    while len(answers) < 40 and (not answers or answers[-1].status_code != 429):
+        answers.append(console_login(browser, server.url, who.username, "not the password at all"))
+    assert answers[0].status_code == 401 and "Wrong username, password or code." in answers[0].text
+    held = answers[-1]
+    assert held.status_code == 429 and int(held.headers["Retry-After"]) >= 1, [a.status_code for a in answers]
+    assert re.search(r"Too many failed attempts for this username from here\. Wait \d+ seconds?, then try again\.",
+                     held.text)
+    assert not held.cookies.get("witness_console")
+    # Only that username from that browser waits: the account itself is not locked.
+    assert requests.post(server.url + "/v1/auth/login", json={"username": "olive-unrelated", "password": "x" * 14}
+                         ).status_code == 401
+
+
 def test_pages_send_a_strict_content_security_policy(server):
     for path in ("/", "/console/login", "/record"):
         answer = requests.get(server.url + path)
