@@ -20,14 +20,24 @@ process: SHA-256 + write + fsync + rename + fsync(dir) of 256 KiB files, as
 fast as possible. Server throughput is reported as a ratio of that ceiling,
 so numbers taken on a noisy shared machine can be compared.
 
-By default a fresh `gunicorn wsgi:app` (gunicorn.conf.py, fresh temporary
-data and keys folders) is started for every run and stopped after it; `--url`
-targets a server that is already running instead (loopback only).
+Two doors (`--door`, default both): for every run spec a fresh server is
+started, the spec run against it, and the server stopped, once as plain
+`gunicorn wsgi:app` (gunicorn.conf.py; "direct") and once as `witness-serve`
+(`python -m server.frontdoor`: nginx in front of the ingest and staff pools
+on unix sockets; "front"), both with the same ingest workers x threads and
+fresh temporary data and keys folders. The two runs of a spec follow each
+other (the order alternates from spec to spec), so both see the same machine,
+and a "front door vs direct" table gives their ratios. Server CPU is every
+process of the server: all descendants of what was started (for the front
+door the launcher, nginx's master and workers, both gunicorn masters and
+their workers). `--url` targets a server that is already running instead
+(loopback only).
 
 Nothing here asserts on timings; it measures and prints a markdown table.
 
     .venv/bin/python bench/ingest.py            # full run, a few minutes
-    .venv/bin/python bench/ingest.py --quick    # smoke run, < 30 s
+    .venv/bin/python bench/ingest.py --quick    # smoke run, both doors, about 1 min
+    .venv/bin/python bench/ingest.py --door direct   # gunicorn only, as before
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -66,20 +77,51 @@ LATE_THRESHOLD_S = 0.1            # a paced send starting later than this after 
 RETRY_PAUSE_S = 0.5               # pause before resending a chunk that was not acknowledged
 HARD_CAP_SECONDS_PER_RUN = 300    # no single run may exceed this, whatever the options
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+DOORS = ("direct", "front")
+# nginx's per-address limits (server/frontdoor.py AddressLimits). Every
+# simulated phone comes from 127.0.0.1, so a run with more phones than a
+# burst would be refused by the front door; only then does the bench raise
+# that burst, in the front door's environment, and says so in the report.
+FRONT_DOOR_BURSTS = {"WITNESS_LIMIT_REGISTRATION_BURST": 1200, "WITNESS_LIMIT_RECORDING_BURST": 2000,
+                     "WITNESS_LIMIT_CONNECTIONS_PER_ADDRESS": 4096}
 
 
-def child_pids(parent: int) -> list[int]:
-    """Processes whose parent is `parent`, read from /proc (gunicorn's workers)."""
-    found = []
+def process_parents() -> dict[int, int]:
+    """pid -> parent pid of every process, read from /proc."""
+    parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(entry))
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def descendants(root: int) -> list[int]:
+    """`root` and every process below it, at any depth (root first)."""
+    children: dict[int, list[int]] = {}
+    parents = process_parents()
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo, seen = [], [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        if pid in parents:
+            found.append(pid)
+        todo.extend(children.get(pid, ()))
     return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -306,13 +348,16 @@ def server_python() -> str:
 
 class Server:
     """`gunicorn wsgi:app` as an operator starts it (gunicorn.conf.py), on
-    127.0.0.1 with fresh data and keys folders."""
+    127.0.0.1 with fresh data and keys folders: the "direct" door."""
 
-    def __init__(self, root: Path, log_path: Path, workers: int | None, threads: int | None):
+    door = "direct"
+
+    def __init__(self, root: Path, log_path: Path, workers: int, threads: int):
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.workers, self.threads = workers, threads
         self.env = {
             **os.environ,
             "WITNESS_BIND": f"127.0.0.1:{self.port}",
@@ -320,18 +365,23 @@ class Server:
             "WITNESS_KEYS_DIR": str(root / "keys"),
             # Finalization is not what this measures: keep it out of the window.
             "WITNESS_IDLE_FINALIZE_SECONDS": "3600",
+            # Set for both doors, so both have the same ingest pool.
+            "WITNESS_WORKERS": str(workers),
+            "WITNESS_THREADS": str(threads),
         }
-        if workers:
-            self.env["WITNESS_WORKERS"] = str(workers)
-        if threads:
-            self.env["WITNESS_THREADS"] = str(threads)
+        # Each door with its default logging: gunicorn none, the front door
+        # nginx's JSON access line per request on standard output (the log).
+        self.env.pop("WITNESS_ACCESS_LOG", None)
         self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        return [server_python(), "-m", "gunicorn", "wsgi:app"]
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [server_python(), "-m", "gunicorn", "wsgi:app"], cwd=PROJECT_ROOT, env=self.env,
+                self.command(), cwd=PROJECT_ROOT, env=self.env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     async def wait_ready(self, timeout: float = 60.0) -> dict:
@@ -354,10 +404,23 @@ class Server:
         raise RuntimeError(f"server not ready in {timeout} s ({last}); log: {self.log_path}")
 
     def pids(self) -> list[int]:
-        """The master and its workers."""
+        """Every process of the server: what was started and all its
+        descendants (gunicorn's master and workers)."""
         if self.process is None:
             return []
-        return [self.process.pid, *child_pids(self.process.pid)]
+        return descendants(self.process.pid)
+
+    def expected_workers(self) -> int:
+        """How many "Booting worker" lines a start without respawns logs."""
+        return self.workers
+
+    def expected_processes(self) -> int:
+        return 1 + self.workers
+
+    def roles(self) -> dict[int, str]:
+        """pid -> which part of the server it is, for the CPU breakdown."""
+        master = self.process.pid if self.process else None
+        return {pid: "master" if pid == master else "worker" for pid in self.pids()}
 
     def cpu_seconds(self) -> dict[int, float]:
         out = {}
@@ -370,49 +433,164 @@ class Server:
         return out
 
     def stop(self) -> None:
+        """SIGTERM to gunicorn's master, which stops its workers gracefully
+        (a signal to the whole group would also reach each worker directly
+        and the master would log "Worker ... was sent SIGTERM!"); SIGKILL to
+        the group after 25 s."""
         if self.process is None or self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=25)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def cleanup(self) -> None:
+        """Anything the server left outside `root` (nothing, for gunicorn)."""
+
+
+class FrontDoorServer(Server):
+    """`witness-serve` (`python -m server.frontdoor`) as scripts/serve starts
+    it: nginx on 127.0.0.1:PORT in front of the ingest pool (the same
+    WITNESS_WORKERS x WITNESS_THREADS as the direct server) and the staff
+    pool (its defaults, or WITNESS_STAFF_WORKERS/_THREADS from the caller),
+    with its own short run folder under /tmp (unix socket paths are limited
+    to 107 bytes): the "front" door."""
+
+    door = "front"
+
+    def __init__(self, root: Path, log_path: Path, workers: int, threads: int,
+                 limit_overrides: dict[str, str] | None = None):
+        super().__init__(root, log_path, workers, threads)
+        self.run_dir = Path(tempfile.mkdtemp(prefix="wsb-", dir="/tmp"))
+        self.env["WITNESS_RUN_DIR"] = str(self.run_dir)
+        self.env.update(limit_overrides or {})
+        # What the front door will start for its staff pool (server/frontdoor.py's defaults).
+        self.staff_workers = int(self.env.get("WITNESS_STAFF_WORKERS") or 2)
+        self.staff_threads = int(self.env.get("WITNESS_STAFF_THREADS") or 4)
+
+    def command(self) -> list[str]:
+        return [server_python(), "-m", "server.frontdoor"]
+
+    def expected_workers(self) -> int:
+        return self.workers + self.staff_workers
+
+    def expected_processes(self) -> int:
+        # launcher, nginx master + `worker_processes auto` (one per CPU), two gunicorn masters, workers
+        return 1 + 1 + (os.cpu_count() or 1) + 2 + self.expected_workers()
+
+    def roles(self) -> dict[int, str]:
+        """launcher; nginx master / worker; ingest and staff master / worker,
+        told apart by the launcher's child each process descends from."""
+        if self.process is None:
+            return {}
+        launcher = self.process.pid
+        parents = process_parents()
+        roles = {}
+        for pid in descendants(launcher):
+            if pid == launcher:
+                roles[pid] = "launcher"
+                continue
+            chain = [pid]
+            while parents.get(chain[-1], launcher) != launcher:
+                chain.append(parents[chain[-1]])
+            top = chain[-1]                      # the launcher's child above pid
+            words = command_line(top)
+            part = ("nginx" if "nginx" in words.split(" ", 1)[0]
+                    else "ingest" if "ingest.sock" in words
+                    else "staff" if "staff.sock" in words else "other")
+            roles[pid] = f"{part} {'master' if pid == top else 'worker'}"
+        return roles
+
+    def stop(self) -> None:
+        """SIGTERM to the launcher only, which stops nginx (gracefully) and
+        both pools in its own order; SIGKILL to the whole group if that takes
+        longer than the launcher's own 25 s limit and some margin."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        # Whatever is left of the group (nothing, after a clean stop).
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+LOG_TROUBLE = ("error_lines", "tracebacks", "worker_timeouts", "worker_kills", "worker_respawns",
+               "nginx_errors", "nginx_warnings", "http_5xx", "http_4xx", "parts_stopped", "shutdown_problems")
+_NGINX_LEVEL = re.compile(r"\[(emerg|alert|crit|error|warn)\] \d+#\d+:")
+
 
 def scan_log(path: Path, stop_offset: int, workers: int) -> dict:
     """Count the server-log lines that mean trouble. Lines before
     `stop_offset` were written while the benchmark ran; after it, during the
-    graceful stop (where "Worker exiting" is normal and not counted)."""
-    counts = {"error_lines": 0, "tracebacks": 0, "worker_timeouts": 0, "worker_kills": 0,
-              "worker_respawns": 0, "shutdown_problems": 0}
+    graceful stop (where "Worker exiting" is normal and not counted).
+    `workers` is how many workers a start boots (both pools' for the front
+    door); more "Booting worker" lines are respawns.
+
+    gunicorn's lines (both pools' for the front door): tracebacks, ERROR or
+    CRITICAL, worker timeouts, kills and respawns. nginx's error log (as
+    witness-serve relays it): [error]/[crit]/[alert]/[emerg] lines, [warn]
+    lines apart. JSON access lines (nginx's, or gunicorn's when
+    WITNESS_ACCESS_LOG is set): every status is tallied in `statuses`, and
+    5xx and 4xx answers count as trouble (the load generator counts its own
+    errors too; this is the server's side of the same story). witness-serve
+    saying one of its parts stopped by itself is `parts_stopped`."""
+    counts = {kind: 0 for kind in LOG_TROUBLE}
+    statuses: dict[str, int] = {}
     samples: list[str] = []
     if not path.exists():
-        return {**counts, "samples": samples}
+        return {**counts, "statuses": statuses, "samples": samples}
     raw = path.read_bytes()
     boots = 0
     for part, text in (("run", raw[:stop_offset]), ("stop", raw[stop_offset:])):
         for line in text.decode("utf-8", "replace").splitlines():
             kinds = []
-            if "Traceback (most recent call last)" in line:
-                kinds.append("tracebacks")
-            if "WORKER TIMEOUT" in line:
-                kinds.append("worker_timeouts")
-            if "was sent SIG" in line or "exited with code" in line:
-                kinds.append("worker_kills")
-            if " ERROR " in line or "[ERROR]" in line or "[CRITICAL]" in line or " CRITICAL " in line:
-                kinds.append("error_lines")
-            if "Booting worker" in line:
-                boots += 1
-                if boots > workers:
-                    kinds.append("worker_respawns")
+            if line.startswith("{") and '"status"' in line:
+                try:
+                    status = int(json.loads(line)["status"])
+                except (ValueError, KeyError, TypeError):
+                    status = None
+                if status is not None:
+                    statuses[str(status)] = statuses.get(str(status), 0) + 1
+                    if status >= 500:
+                        kinds.append("http_5xx")
+                    elif status >= 400:
+                        kinds.append("http_4xx")
+            else:
+                if "Traceback (most recent call last)" in line:
+                    kinds.append("tracebacks")
+                if "WORKER TIMEOUT" in line:
+                    kinds.append("worker_timeouts")
+                if "was sent SIG" in line or "exited with code" in line:
+                    kinds.append("worker_kills")
+                if " ERROR " in line or "[ERROR]" in line or "[CRITICAL]" in line or " CRITICAL " in line:
+                    kinds.append("error_lines")
+                level = _NGINX_LEVEL.search(line)
+                if level:
+                    kinds.append("nginx_warnings" if level.group(1) == "warn" else "nginx_errors")
+                if line.startswith("witness-serve: ") and " stopped (code " in line:
+                    kinds.append("parts_stopped")
+                if "Booting worker" in line:
+                    boots += 1
+                    if boots > workers:
+                        kinds.append("worker_respawns")
             if part == "stop" and kinds:
                 kinds = ["shutdown_problems"]
             for kind in kinds:
                 counts[kind] += 1
             if kinds and len(samples) < 8:
                 samples.append(line[:300])
-    return {**counts, "samples": samples}
+    return {**counts, "statuses": statuses, "samples": samples}
 
 
 # --------------------------------------------------------------------------- machine
@@ -482,6 +660,7 @@ class RunSpec:
 class RunResult:
     spec: RunSpec
     numbers: dict = field(default_factory=dict)
+    door: str = "direct"      # "direct", "front", or "url" (--url)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -507,18 +686,27 @@ async def register_all(phones: list[Phone], keys: dict, concurrency: int, timeou
     await asyncio.gather(*(one(p) for p in phones))
 
 
-async def run_one(spec: RunSpec, *, url: str | None, args, root: Path, log_dir: Path,
+async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path, log_dir: Path,
                   plaintext: bytes) -> RunResult:
-    result = RunResult(spec)
+    result = RunResult(spec, door=door)
     n = result.numbers
-    run_root = root / spec.name
+    run_root = root / f"{spec.name}-{door}"
     server = None
     try:
         if url is None:
-            server = Server(run_root, log_dir / f"server-{spec.name}.log", args.workers, args.threads)
+            log_path = log_dir / f"server-{spec.name}-{door}.log"
+            if door == "front":
+                server = FrontDoorServer(run_root, log_path, args.workers, args.threads, args.limit_overrides)
+            else:
+                server = Server(run_root, log_path, args.workers, args.threads)
             server.start()
             keys = await server.wait_ready()
             host, port = "127.0.0.1", server.port
+            # Every process of the server, once the pools have booted their
+            # workers (the front door's sockets open before all have).
+            boot_deadline = time.monotonic() + 20
+            while len(server.pids()) < server.expected_processes() and time.monotonic() < boot_deadline:
+                await asyncio.sleep(0.1)
             n["server_processes"] = len(server.pids())
         else:
             parts = urlsplit(url)
@@ -572,11 +760,24 @@ async def run_one(spec: RunSpec, *, url: str | None, args, root: Path, log_dir: 
         window = e[0] - b[0]
         n["client_cpu_cores"] = (e[1] - b[1]) / window
         if server:
+            # A process that started inside the window (none, normally)
+            # counts from zero; one that ended inside it is lost (the log
+            # scan shows respawns).
             n["server_cpu_cores"] = sum(e[2].get(pid, 0) - b[2].get(pid, 0) for pid in e[2]) / window
-            master = server.process.pid
             use = {pid: (e[2][pid] - b[2].get(pid, 0)) / window for pid in e[2]}
-            n["server_cpu_master"] = round(use.get(master, 0.0), 2)
-            n["server_cpu_workers"] = sorted((round(v, 2) for pid, v in use.items() if pid != master), reverse=True)
+            roles = server.roles()
+            by_role: dict[str, list[float]] = {}
+            for pid, cores in use.items():
+                by_role.setdefault(roles.get(pid, "gone"), []).append(round(cores, 3))
+            n["server_cpu_by_role"] = {role: sorted(v, reverse=True) for role, v in sorted(by_role.items())}
+            n["server_cpu_master"] = round(sum(by_role.get("master", [])), 2)
+            n["server_cpu_workers"] = sorted((round(v, 2) for pid, v in use.items()
+                                              if roles.get(pid) in ("worker", "ingest worker")), reverse=True)
+            parts: dict[str, float] = {}
+            for role, values in by_role.items():
+                part = role.split(" ")[0] if door == "front" else "gunicorn"
+                parts[part] = parts.get(part, 0.0) + sum(values)
+            n["server_cpu_by_part"] = {k: round(v, 3) for k, v in sorted(parts.items())}
         busy = e[3][0] - b[3][0]
         steal = e[3][1] - b[3][1]
         total = e[3][2] - b[3][2]
@@ -598,6 +799,11 @@ async def run_one(spec: RunSpec, *, url: str | None, args, root: Path, log_dir: 
         n["acked_per_s"] = len(acked_in_window) / span
         n["acked_mb_per_s"] = n["acked_per_s"] * CHUNK_BYTES / 1e6
         n["acked_total"] = len(ok)
+        if server and n["acked_per_s"]:
+            # Server CPU per acknowledged chunk, both over the measured window.
+            n["server_cpu_ms_per_ack"] = 1000 * n["server_cpu_cores"] / n["acked_per_s"]
+            n["server_cpu_ms_per_ack_by_part"] = {
+                part: round(1000 * cores / n["acked_per_s"], 3) for part, cores in n["server_cpu_by_part"].items()}
         n["duplicates_200"] = sum(1 for s in ok if s.status == 200)
         n["latency_ms"] = {
             "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
@@ -634,10 +840,10 @@ async def run_one(spec: RunSpec, *, url: str | None, args, root: Path, log_dir: 
     finally:
         if server is not None:
             stop_offset = server.log_path.stat().st_size if server.log_path.exists() else 0
-            workers = max(1, len(server.pids()) - 1)
             server.stop()
+            server.cleanup()
             n["server_log"] = str(server.log_path)
-            n["server_log_findings"] = scan_log(server.log_path, stop_offset, workers)
+            n["server_log_findings"] = scan_log(server.log_path, stop_offset, server.expected_workers())
         shutil.rmtree(run_root, ignore_errors=True)
         if args.peer_dir:
             shutil.rmtree(Path(args.peer_dir) / "peer", ignore_errors=True)
@@ -654,48 +860,115 @@ def fmt(value, digits=0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def ratio(a, b) -> float | None:
+    if a is None or b is None or not b or a != a or b != b:
+        return None
+    return a / b
+
+
+def per_process(r: RunResult) -> str:
+    """The server's CPU by process, in cores: the workers (direct), or
+    nginx (master + workers), the ingest workers, the staff pool and the
+    launcher (front)."""
+    n = r.numbers
+    if r.door != "front":
+        per = n.get("server_cpu_workers")
+        return " ".join(map(str, per)) if per else "—"
+    roles = n.get("server_cpu_by_role") or {}
+    if not roles:
+        return "—"
+    total = lambda *names: sum(sum(roles.get(name, [])) for name in names)  # noqa: E731
+    ingest = " ".join(f"{v:.2f}" for v in roles.get("ingest worker", []))
+    return (f"nginx {total('nginx master', 'nginx worker'):.2f} · ingest {ingest} · "
+            f"staff {total('staff master', 'staff worker'):.2f} · masters+launcher "
+            f"{total('ingest master', 'launcher'):.2f}")
+
+
+def log_summary(findings: dict | None) -> str:
+    if findings is None:
+        return "—"
+    trouble = [f"{k}={findings[k]}" for k in LOG_TROUBLE if findings.get(k)]
+    return "clean" if not trouble else ", ".join(trouble)
+
+
+def comparison(results: list[RunResult]) -> list[str]:
+    """The "front door vs direct" table: per spec that ran on both doors."""
+    pairs: dict[str, dict[str, RunResult]] = {}
+    for r in results:
+        if "failure" not in r.numbers:
+            pairs.setdefault(r.spec.name, {})[r.door] = r
+    rows = []
+    for name, doors in pairs.items():
+        if "direct" not in doors or "front" not in doors:
+            continue
+        d, f = doors["direct"].numbers, doors["front"].numbers
+        dp99, fp99 = d["latency_ms"]["p99"], f["latency_ms"]["p99"]
+        dcpu, fcpu = d.get("server_cpu_ms_per_ack"), f.get("server_cpu_ms_per_ack")
+        nginx = (f.get("server_cpu_ms_per_ack_by_part") or {}).get("nginx")
+        rows.append(
+            f"| {name} | {fmt(d['acked_per_s'], 1)} | {fmt(f['acked_per_s'], 1)} "
+            f"| {fmt(ratio(f['acked_per_s'], d['acked_per_s']), 2)} "
+            f"| {fmt(dp99, 1)} | {fmt(fp99, 1)} | {fmt(ratio(fp99, dp99), 2)} "
+            f"| {fmt(dcpu, 2)} | {fmt(fcpu, 2)} | {fmt(ratio(fcpu, dcpu), 2)} | {fmt(nginx, 2)} "
+            f"| {fmt(d.get('error_count'))} / {fmt(f.get('error_count'))} "
+            f"| {fmt(d.get('other_cpu_cores'), 2)} / {fmt(f.get('other_cpu_cores'), 2)} |")
+    if not rows:
+        return []
+    return ["", "Front door vs direct (same spec, back to back; ratio = front ÷ direct; CPU = every process of "
+            "the server over the measured window ÷ chunks acknowledged in it):", "",
+            "| run | acked/s direct | acked/s front | ratio front/direct | p99 ms direct | p99 ms front "
+            "| p99 ratio | CPU ms/ack direct | CPU ms/ack front | CPU ratio | of which nginx ms/ack "
+            "| errors direct / front | other CPU cores direct / front |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows]
+
+
 def markdown(results: list[RunResult], meta: dict) -> str:
     out = []
     out.append(f"Witness Sync ingest benchmark — {meta['when']}, code {meta['code']}  ")
     out.append(f"chunk {CHUNK_BYTES // 1024} KiB ciphertext, window {meta['seconds']} s "
                f"(first {meta['warmup']} s not measured), target {meta['target']}, "
-               f"{meta['cpus']} CPUs, load generator and server on the same machine")
+               f"{meta['cpus']} CPUs, load generator and server on the same machine  ")
+    out.append(f"load average (1/5/15 min) at start {meta['loadavg_before']}, at end {meta['loadavg_after']}")
+    if meta.get("limit_overrides"):
+        out.append("front door limits raised for this many phones from one address: "
+                   + ", ".join(f"{k}={v}" for k, v in meta["limit_overrides"].items()))
     if meta.get("external"):
         out.append("(--url: the server's CPU is not measured; 'other CPU' below includes it, and the peer ran on "
                    "this machine's temporary folder, which may not be the server's disk)")
     out.append("")
-    out.append("| run | mode | phones | offered/s | sent/s | acked chunks/s | acked MB/s | p50 ms | p95 ms | p99 ms "
-               "| max ms | late sends | errors | peer chunks/s | ratio to peer |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| run | door | mode | phones | offered/s | sent/s | acked chunks/s | acked MB/s | p50 ms | p95 ms "
+               "| p99 ms | max ms | late sends | errors | peer chunks/s | ratio to peer |")
+    out.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         n, s = r.numbers, r.spec
         lat = n.get("latency_ms", {})
         late = fmt(n.get("late_sends")) if s.mode == "paced" else "n/a"
         out.append(
-            f"| {s.name} | {s.mode} | {s.phones} | {fmt(n.get('offered_per_s'))} | {fmt(n.get('sent_per_s'), 1)} "
+            f"| {s.name} | {r.door} | {s.mode} | {s.phones} | {fmt(n.get('offered_per_s'))} "
+            f"| {fmt(n.get('sent_per_s'), 1)} "
             f"| {fmt(n.get('acked_per_s'), 1)} | {fmt(n.get('acked_mb_per_s'), 1)} | {fmt(lat.get('p50'), 1)} "
             f"| {fmt(lat.get('p95'), 1)} | {fmt(lat.get('p99'), 1)} | {fmt(lat.get('max'), 1)} | {late} "
             f"| {fmt(n.get('error_count'))} | {fmt(n.get('peer', {}).get('chunks_per_s'))} "
             f"| {fmt(n.get('ratio_to_peer'), 2)} |")
     out.append("")
-    out.append("| run | server CPU (cores) | per worker | client CPU (cores) | other CPU (cores) | machine busy % | steal % "
+    out.append("| run | door | server CPU (cores) | CPU ms/ack | per process (cores) | client CPU (cores) "
+               "| other CPU (cores) | machine busy % | steal % "
                "| send lag p99 ms | backlog at end | register s | reconnects | server log |")
-    out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    out.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         n, s = r.numbers, r.spec
-        f = n.get("server_log_findings")
-        kinds = ("error_lines", "tracebacks", "worker_timeouts", "worker_kills", "worker_respawns", "shutdown_problems")
-        log = ("—" if f is None else
-               ("clean" if not any(f[k] for k in kinds) else ", ".join(f"{k}={f[k]}" for k in kinds if f[k])))
-        per = n.get("server_cpu_workers")
         out.append(
-            f"| {s.name} | {fmt(n.get('server_cpu_cores'), 2)} | {' '.join(map(str, per)) if per else '—'} "
-            f"| {fmt(n.get('client_cpu_cores'), 2)} | {fmt(n.get('other_cpu_cores'), 2)} | {fmt(n.get('machine_busy_pct'))} | {fmt(n.get('machine_steal_pct'), 1)} "
+            f"| {s.name} | {r.door} | {fmt(n.get('server_cpu_cores'), 2)} | {fmt(n.get('server_cpu_ms_per_ack'), 2)} "
+            f"| {per_process(r)} "
+            f"| {fmt(n.get('client_cpu_cores'), 2)} | {fmt(n.get('other_cpu_cores'), 2)} "
+            f"| {fmt(n.get('machine_busy_pct'))} | {fmt(n.get('machine_steal_pct'), 1)} "
             f"| {fmt(n.get('send_lag_p99_ms'), 1) if s.mode == 'paced' else 'n/a'} "
             f"| {fmt(n.get('backlog_at_end')) if s.mode == 'paced' else 'n/a'} "
-            f"| {fmt(n.get('register_seconds'), 1)} | {fmt(n.get('reconnects'))} | {log} |")
-    errors = [(r.spec.name, r.numbers.get("errors")) for r in results if r.numbers.get("errors")]
-    failures = [(r.spec.name, r.numbers.get("failure")) for r in results if r.numbers.get("failure")]
+            f"| {fmt(n.get('register_seconds'), 1)} | {fmt(n.get('reconnects'))} "
+            f"| {log_summary(n.get('server_log_findings'))} |")
+    out.extend(comparison(results))
+    errors = [(f"{r.spec.name} {r.door}", r.numbers.get("errors")) for r in results if r.numbers.get("errors")]
+    failures = [(f"{r.spec.name} {r.door}", r.numbers.get("failure")) for r in results if r.numbers.get("failure")]
     if errors or failures:
         out.append("")
         out.append("Errors:")
@@ -703,7 +976,14 @@ def markdown(results: list[RunResult], meta: dict) -> str:
             out.append(f"- {name}: " + ", ".join(f"{k} ×{v}" for k, v in sorted(e.items())))
         for name, msg in failures:
             out.append(f"- {name}: run failed: {msg}")
-    findings = [(r.spec.name, r.numbers["server_log_findings"]) for r in results
+    statuses = [(f"{r.spec.name} {r.door}", r.numbers["server_log_findings"]["statuses"]) for r in results
+                if r.numbers.get("server_log_findings", {}).get("statuses")]
+    if statuses:
+        out.append("")
+        out.append("Answers in the server's access log (nginx's, for the front door), by status: "
+                   + "; ".join(f"{name}: " + ", ".join(f"{k} ×{v:,}" for k, v in sorted(st.items()))
+                               for name, st in statuses))
+    findings = [(f"{r.spec.name} {r.door}", r.numbers["server_log_findings"]) for r in results
                 if r.numbers.get("server_log_findings", {}).get("samples")]
     if findings:
         out.append("")
@@ -747,14 +1027,26 @@ def parse_args(argv=None):
     p.add_argument("--peer-seconds", type=float, default=3.0, help="length of each physical-peer measurement")
     p.add_argument("--peer-dir", help="where the physical peer writes (default: next to the server's data)")
     p.add_argument("--url", type=loopback_url, help="benchmark this running server instead of starting one")
-    p.add_argument("--workers", type=int, help="WITNESS_WORKERS for the started server (default: gunicorn.conf.py)")
-    p.add_argument("--threads", type=int, help="WITNESS_THREADS for the started server (default: gunicorn.conf.py)")
+    p.add_argument("--door", choices=("front", "direct", "both"),
+                   help="which server to start per run spec: direct = `gunicorn wsgi:app`, front = "
+                        "`witness-serve` (nginx + pools), both = each spec on both, back to back (default)")
+    p.add_argument("--workers", type=int, help="WITNESS_WORKERS for the started server, the front door's ingest "
+                   "pool likewise (default: gunicorn.conf.py's, min(4, CPUs + 1))")
+    p.add_argument("--threads", type=int, help="WITNESS_THREADS likewise (default: gunicorn.conf.py's, 8)")
     p.add_argument("--register-concurrency", type=int, default=16)
     p.add_argument("--json", dest="json_path", help="also write every number to this JSON file")
     p.add_argument("--log-dir", help="keep server logs here (default: a new folder under /tmp)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 10 paced phones, 4 saturating, 5 s each")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 10 paced phones, 4 saturating, 5 s each (on every --door)")
     p.add_argument("--max-total", type=float, default=900.0, help="hard cap on the whole benchmark, seconds")
     args = p.parse_args(argv)
+    if args.url and args.door:
+        p.error("--door starts servers; --url benchmarks one already running: give one or the other")
+    args.doors = ["url"] if args.url else (list(DOORS) if args.door in (None, "both") else [args.door])
+    # Both doors get the same ingest pool: the values gunicorn.conf.py would
+    # pick (server/frontdoor.py picks the same), set explicitly for both.
+    args.workers = args.workers or min(4, (os.cpu_count() or 1) + 1)
+    args.threads = args.threads or 8
     if args.quick:
         args.paced, args.saturation = [10], [4]
         args.seconds, args.warmup, args.peer_seconds, args.timeout = 5.0, 1.0, 1.0, 10.0
@@ -762,6 +1054,15 @@ def parse_args(argv=None):
     args.timeout = min(args.timeout, 60.0)
     if args.warmup >= args.seconds:
         p.error("--warmup must be shorter than --seconds")
+    # More phones than nginx lets register (or create recordings, or connect)
+    # from one address: raise just that burst, in the bench's environment only.
+    most = max([*args.paced, *args.saturation, 0])
+    args.limit_overrides = {}
+    if "front" in args.doors:
+        for name, default in FRONT_DOOR_BURSTS.items():
+            current = int(os.environ.get(name) or default)
+            if most > current:
+                args.limit_overrides[name] = str(most)
     return args
 
 
@@ -775,33 +1076,49 @@ async def main_async(args) -> int:
     results: list[RunResult] = []
     version_before = code_version()
     hard_deadline = time.monotonic() + args.max_total
-    for spec in specs:
-        remaining = hard_deadline - time.monotonic()
-        if remaining < spec.seconds + 10:
-            print(f"# skipped {spec.name}: --max-total reached", file=sys.stderr)
-            continue
-        print(f"# {spec.name}: {spec.phones} phones, {spec.mode}, {spec.seconds:g} s ...", file=sys.stderr, flush=True)
-        try:
-            result = await asyncio.wait_for(
-                run_one(spec, url=args.url, args=args, root=root, log_dir=log_dir, plaintext=plaintext),
-                timeout=min(remaining, HARD_CAP_SECONDS_PER_RUN))
-        except Exception as exc:  # report and go on with the next run
-            result = RunResult(spec, {"failure": f"{type(exc).__name__}: {exc}"})
-        results.append(result)
-        n = result.numbers
-        if "failure" in n:
-            print(f"#   failed: {n['failure']}", file=sys.stderr, flush=True)
-        else:
-            print(f"#   acked {n['acked_per_s']:.1f}/s p99 {n['latency_ms']['p99']:.1f} ms errors {n['error_count']}",
+    loadavg_before = load_average()
+    for number, spec in enumerate(specs):
+        # Both doors of a spec back to back, the order alternating from spec
+        # to spec, so that a drifting machine does not favour one door.
+        doors = args.doors if number % 2 == 0 else list(reversed(args.doors))
+        for door in doors:
+            remaining = hard_deadline - time.monotonic()
+            if remaining < spec.seconds + 10:
+                print(f"# skipped {spec.name} {door}: --max-total reached", file=sys.stderr)
+                continue
+            print(f"# {spec.name} {door}: {spec.phones} phones, {spec.mode}, {spec.seconds:g} s ...",
                   file=sys.stderr, flush=True)
+            try:
+                result = await asyncio.wait_for(
+                    run_one(spec, door=door, url=args.url, args=args, root=root, log_dir=log_dir,
+                            plaintext=plaintext),
+                    timeout=min(remaining, HARD_CAP_SECONDS_PER_RUN))
+            except Exception as exc:  # report and go on with the next run
+                result = RunResult(spec, {"failure": f"{type(exc).__name__}: {exc}"}, door=door)
+            results.append(result)
+            n = result.numbers
+            if "failure" in n:
+                print(f"#   failed: {n['failure']}", file=sys.stderr, flush=True)
+            else:
+                cpu = n.get("server_cpu_ms_per_ack")
+                print(f"#   acked {n['acked_per_s']:.1f}/s p99 {n['latency_ms']['p99']:.1f} ms errors {n['error_count']}"
+                      + (f" server CPU {cpu:.2f} ms/ack" if cpu else ""), file=sys.stderr, flush=True)
+    pool = f"WITNESS_WORKERS={args.workers}, WITNESS_THREADS={args.threads}"
+    targets = {
+        "direct": f"`gunicorn wsgi:app` (gunicorn.conf.py, {pool})",
+        "front": f"`witness-serve` (nginx + ingest pool {pool} + staff pool "
+                 f"{os.environ.get('WITNESS_STAFF_WORKERS') or 2}×{os.environ.get('WITNESS_STAFF_THREADS') or 4})",
+    }
     meta = {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": args.seconds, "warmup": args.warmup,
-        "target": args.url or "fresh `gunicorn wsgi:app` per run (gunicorn.conf.py"
-                  + (f", WITNESS_WORKERS={args.workers}" if args.workers else "")
-                  + (f", WITNESS_THREADS={args.threads}" if args.threads else "") + ")",
+        "target": args.url or "a fresh server per run: " + " and ".join(targets[d] for d in args.doors)
+                  + (", each spec on both back to back, order alternating" if len(args.doors) > 1 else ""),
         "cpus": os.cpu_count(),
         "external": bool(args.url),
+        "doors": args.doors,
+        "loadavg_before": loadavg_before, "loadavg_after": load_average(),
+        "limit_overrides": args.limit_overrides,
         "code": version_before[0] if code_version()[1] == version_before[1]
         else f"{version_before[0]} then {code_version()[0]} (server code changed during the benchmark)",
     }
@@ -810,7 +1127,8 @@ async def main_async(args) -> int:
         print(f"\nServer logs: {log_dir}", file=sys.stderr)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(
-            {"meta": meta, "runs": [{"spec": r.spec.__dict__, **r.numbers} for r in results]}, indent=2, default=str))
+            {"meta": meta, "runs": [{"spec": r.spec.__dict__, "door": r.door, **r.numbers} for r in results]},
+            indent=2, default=str))
     # Data folders are removed per run; only the logs stay.
     for child in root.iterdir():
         if child != log_dir:
@@ -822,11 +1140,18 @@ async def main_async(args) -> int:
     return 1 if any("failure" in r.numbers for r in results) else 0
 
 
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def code_version() -> tuple[str, str]:
     """(short HEAD, fingerprint of the server code: the committed trees of
-    sync/, server/, crypto/ and the entry points, plus any uncommitted change
+    sync/, server/, crypto/, deploy/ and the entry points, plus any uncommitted change
     to them). "+dirty" marks uncommitted server code."""
-    paths = ["sync", "server", "crypto", "wsgi.py", "gunicorn.conf.py"]
+    paths = ["sync", "server", "crypto", "deploy", "wsgi.py", "gunicorn.conf.py"]
 
     def git(*argv):
         return subprocess.run(["git", *argv], cwd=PROJECT_ROOT, capture_output=True, text=True,
