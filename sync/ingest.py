@@ -24,6 +24,8 @@ from .archive import Archive
 from .disk import below_watermark
 from .errors import (
     BadDeviceSignature,
+    BelowWatermark,
+    DeviceGone,
     BadSealedKey,
     ChunkConflict,
     ChunkTooLarge,
@@ -33,7 +35,6 @@ from .errors import (
     NotFound,
     PastFinal,
     RecordingConflict,
-    StorageFull,
     UnknownKeyId,
     WitnessError,
 )
@@ -86,7 +87,7 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
     Raises `InvalidInput` for a malformed field, `UnknownKeyId` when the key
     id is not the server's, `BadSealedKey` when the sealed key does not open,
     `RecordingConflict` when the id is taken by another body or device, and
-    `StorageFull` for a new recording while free disk is below the watermark
+    `BelowWatermark` (a `StorageFull`) for a new recording while free disk is below the watermark
     (`min_free_bytes`; a retry of one already made still answers).
     """
     if not isinstance(body, dict):
@@ -129,10 +130,12 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
             return _creation_answer(archive, existing), False
         if below_watermark(archive):
             # What space is left goes to recordings already started.
-            raise StorageFull("The server is low on disk space and takes no new recordings for now; chunks of "
+            raise BelowWatermark("The server is low on disk space and takes no new recordings for now; chunks of "
                               "recordings already started are still taken. Keep the recording and retry later.")
         now = archive.now()
-        device = next(iter(db.query("SELECT organisation_id FROM devices WHERE id = ?", [device_id])))
+        device = next(iter(db.query("SELECT organisation_id FROM devices WHERE id = ?", [device_id])), None)
+        if device is None:  # revoked or expired between the token check and here
+            raise DeviceGone("This device's registration has ended; register again (POST /v1/devices).")
         row = {
             "id": recording_id,
             "organisation_id": device["organisation_id"],

@@ -77,6 +77,9 @@ class ServerProcess:
             "WITNESS_KEYS_DIR": str(self.keys_dir),
             "WITNESS_IDLE_FINALIZE_SECONDS": str(idle_seconds),
             "WITNESS_SCHEDULER_INTERVAL_SECONDS": "0.2",
+            # The operator default (1 GiB free) would make every test depend on
+            # the machine's disk; the watermark tests set their own.
+            "WITNESS_MIN_FREE_BYTES": str(16 * 1024 * 1024),
             **{k: str(v) for k, v in env.items()},
         }
         # What the test set itself wins over the front door's test defaults.

@@ -83,7 +83,11 @@ def test_a_phone_keeps_getting_acknowledgements_while_strangers_attack(tmp_path)
         attacker = subprocess.Popen(
             [sys.executable, "-m", "tests.attacker", server.url, "--seconds", "20", "--source", PHONE_ADDRESS,
              "--slow-headers", "30", "--slow-bodies", "30", "--logins", "32", "--registrations", "8"],
-            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+            # The strangers' own CPU would be on their machines, not the
+            # server's: here they run at the lowest priority, so what the phone
+            # measures is the server under attack, not two cores shared with
+            # the attacking programs.
+            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.nice(19))
         time.sleep(1)  # let every slow connection open first
         attacked, attacked_statuses = _upload_every_half_second(recording, len(calm), 18)
         report = json.loads(attacker.communicate(timeout=90)[0])
@@ -95,10 +99,11 @@ def test_a_phone_keeps_getting_acknowledgements_while_strangers_attack(tmp_path)
         assert sum(logins.values()) >= 32 * 20, report
         assert "not_json" not in logins and "not_json" not in registrations, report
         # Strangers were held back at the door: logins past the address's
-        # burst refused without a password being checked, registrations past
-        # theirs too.
+        # burst refused without a password being checked, registrations held
+        # to the burst plus 5 a second however fast they came
+        # (docs/operations.md's numbers).
         assert logins.get("429", 0) > logins.get("401", 0), report
-        assert registrations.get("429", 0) > 0, report
+        assert registrations.get("201", 0) <= 1200 + 5 * (report["seconds"] + 5), report
 
         # The phone saw none of it.
         assert set(calm_statuses) == {201} and set(attacked_statuses) == {201}, (calm_statuses, attacked_statuses)
