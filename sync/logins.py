@@ -73,9 +73,10 @@ _DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=1$Vs8sV108VRoQpLe18n5A6Q$YKwP75zOsxl
 class LoginThrottle:
     """Failed attempts per (username, client key), in this process's memory
     only (see the module docstring). Thread-safe; holds at most
-    `max_entries` pairs (about 450 bytes each), dropping the longest-quiet
-    pair that is not waiting when full, so a flood of made-up usernames costs
-    bounded memory and cannot push out a pair being guessed at.
+    `max_entries` pairs (about 450 bytes each); when full it drops the
+    longest-quiet pair that is not waiting (among the 64 oldest), so a flood
+    of made-up usernames costs bounded memory and does not push out a pair
+    that was made to wait.
 
     `free_failures` failures of a pair cost nothing. From then on every
     attempt of the pair, checked or refused, counts, and makes it wait
