@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from . import signing
 from .tsa import TsaIdentity, new_tsa_identity
 
 _HPKE_FILE = "hpke-x25519.pem"
@@ -63,7 +64,7 @@ class ServerKeys:
     @property
     def signing_key_id(self) -> str:
         """Short stable id: the first 16 hex digits of SHA-256(raw public key)."""
-        return "ed25519-" + hashlib.sha256(self.signing_public_raw).hexdigest()[:16]
+        return signing.signing_key_id(self.signing_private.public_key())
 
 
 def load_or_create_server_keys(keys_dir: str | os.PathLike, *, now: datetime) -> ServerKeys:

@@ -3,6 +3,8 @@ per-device chunk signatures of PROTOCOL.md."""
 
 from __future__ import annotations
 
+import hashlib
+
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -18,6 +20,13 @@ def public_key_pem(key: Ed25519PublicKey) -> str:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode("ascii")
+
+
+def signing_key_id(key: Ed25519PublicKey) -> str:
+    """The short stable id manifests and copies name a signing key by:
+    `ed25519-` and the first 16 hex digits of SHA-256(raw public key)."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519-" + hashlib.sha256(raw).hexdigest()[:16]
 
 
 def load_device_public_key(pem: str) -> Ed25519PublicKey:
