@@ -28,7 +28,7 @@ its first manifest in a process of its own, a lawyer and a custodian made
 with the CLI ask and approve, the worker's scheduler builds the zip (peak
 RSS, build time from the server's clock, MB/s of footage against the
 reference), the lawyer downloads it (peak RSS; SHA-256 against the
-request's `bundle.sha256`), and `python -m sync.verify` checks it in a
+request's `bundle.sha256`), and `python -m sync.evidence.verify` checks it in a
 process of its own (its peak RSS from GNU time's %M, its time, its exit
 code).
 
@@ -944,13 +944,17 @@ def bundle_phase(target: Target, recording_id: str, size: int, code: Path, root:
             return out
         note(f"bundle downloaded at {download['mb_per_s']:.0f} MB/s, SHA-256 as the request says; "
              f"worker peak RSS {download['memory']['peak_kib'] / 1024:.1f} MiB")
+        # The verifier's module in the served code (sync/verify.py before it
+        # moved into the evidence package).
+        verifier = "sync.evidence.verify" if (code / "sync" / "evidence" / "verify.py").is_file() else "sync.verify"
+        out["verifier"] = verifier
         # What the interpreter and witness-verify's imports take on their own,
         # so that its peak can be read as growth.
-        out["verify_imports"] = measured_child([server_python(), "-c", "import sync.verify"], code, dict(os.environ),
+        out["verify_imports"] = measured_child([server_python(), "-c", f"import {verifier}"], code, dict(os.environ),
                                                log_dir / "witness-verify-imports.log", timeout=120)
-        # `python -m sync.verify` from the served code, not the console script
+        # `python -m <verifier>` from the served code, not the console script
         # of the editable install: with --at-commit it checks with that commit's code.
-        verify = measured_child([server_python(), "-m", "sync.verify", str(zip_path)], code, dict(os.environ),
+        verify = measured_child([server_python(), "-m", verifier, str(zip_path)], code, dict(os.environ),
                                 log_dir / "witness-verify.log", timeout=max(60.0, deadline - time.monotonic()))
         out["verify"] = verify
         last = verify["output"].strip().splitlines()[-1:] or [""]
@@ -1352,6 +1356,7 @@ def bundle_table(bundle: dict, phases: dict, baseline_kib: int | None, size: int
 
     build, download = phases.get("bundle_build"), phases.get("bundle_download")
     finalize, verify, imports = bundle.get("finalize"), bundle.get("verify"), bundle.get("verify_imports")
+    verifier = bundle.get("verifier", "sync.evidence.verify")
     if imports and imports["exit_code"] != 0:
         imports = None  # it could not even import: no footprint to subtract
     found = (build or {}).get("request") or {}
@@ -1360,7 +1365,7 @@ def bundle_table(bundle: dict, phases: dict, baseline_kib: int | None, size: int
              f"{fmt(size)} bytes of footage, zip {fmt(zip_size)} bytes. MB/s of footage (10^6 bytes), "
              f"ratio to the one-core decrypt + SHA-256 reference of this run ({fmt(ref_mean)} MB/s); RSS in MiB, "
              f"growth of the worker over its baseline above ({mib(baseline_kib)}), of witness-verify over "
-             f"`python -c \"import sync.verify\"` ({mib((imports or {}).get('peak_kib'))} peak); the peak of "
+             f"`python -c \"import {verifier}\"` ({mib((imports or {}).get('peak_kib'))} peak); the peak of "
              f"a process: {(verify or finalize or {}).get('peak_method', '—')}:", "",
              "| step | done by | seconds | MB/s | ratio to reference | CPU s | peak RSS | growth | in step | result |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -1399,7 +1404,7 @@ def bundle_table(bundle: dict, phases: dict, baseline_kib: int | None, size: int
         mbs, ratio = rate(verify["seconds"])
         growth = (verify["peak_kib"] - imports["peak_kib"]
                   if verify["peak_kib"] is not None and imports and imports["peak_kib"] is not None else None)
-        lines.append(f"| `witness-verify` of the downloaded zip | its own process (`python -m sync.verify`), "
+        lines.append(f"| `witness-verify` of the downloaded zip | its own process (`python -m {verifier}`), "
                      f"start-up included | {fmt(verify['seconds'], 1)} | {mbs} | {ratio} | {fmt(verify['cpu_s'], 1)} "
                      f"| {mib(verify['peak_kib'])} | {signed(growth)} | — "
                      f"| exit {verify['exit_code']}: {verify.get('last_line', '')[:80]} |")

@@ -5,6 +5,9 @@ Each entry's `sha256` covers its own fields and the previous entry's hash
 Entries about a recording also link to the previous entry about the same
 recording (`recording_prev_sha256`), so a recording's custody log is a chain
 that can be checked on its own, without the rest of the log.
+The entry's fields, its hash and its public shape are an evidence format
+(`sync/evidence/custody.py`): copy bundles carry entries, and
+`witness-verify` checks them without this module.
 
 Deleting the *newest* rows leaves a shorter chain that is still whole, so the
 head (id and hash of the newest entry) is also written to `meta` with every
@@ -17,8 +20,6 @@ SQLite's write lock, so two processes can never chain onto the same parent.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -28,25 +29,11 @@ from crypto.hashing import canonical_json
 
 from .archive import Archive
 from .errors import InvalidInput
+from .evidence.custody import ENTRY_FIELDS, GENESIS, entry_digest, public_entry
 from .paging import make_cursor, read_cursor, split_page
 from .timefmt import normalize_time
 
-GENESIS = "0" * 64
 _HEAD_KEY = "audit_head"
-# Fields every entry's digest covers (present even when null), in version 1
-# of the log; fields added since are covered when they are set, so entries
-# written before them still verify.
-_CORE_FIELDS = ("id", "at", "actor", "action", "recording_id", "detail", "prev_sha256")
-_ADDED_FIELDS = ("organisation_id", "recording_prev_sha256")
-_COLUMNS = (*_CORE_FIELDS, *_ADDED_FIELDS, "sha256")
-
-
-def entry_digest(entry: dict) -> str:
-    """SHA-256 (hex) of an entry's canonical JSON, `sha256` itself excluded."""
-    fields = {k: entry[k] for k in _CORE_FIELDS}
-    fields.update({k: entry[k] for k in _ADDED_FIELDS if entry.get(k) is not None})
-    fields["detail"] = json.loads(fields["detail"]) if isinstance(fields["detail"], str) else fields["detail"]
-    return hashlib.sha256(canonical_json(fields)).hexdigest()
 
 
 def append_entry(
@@ -87,8 +74,8 @@ def append_entry(
     entry["sha256"] = entry_digest(entry)
     # Plain SQL: sqlite-utils' insert/upsert look up the table's columns on
     # every call, and this runs for every chunk acknowledged.
-    db.execute(f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
-               [entry[column] for column in _COLUMNS])
+    db.execute(f"INSERT INTO audit ({', '.join(ENTRY_FIELDS)}) VALUES ({', '.join('?' for _ in ENTRY_FIELDS)})",
+               [entry[column] for column in ENTRY_FIELDS])
     db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                [_HEAD_KEY, f"{entry['id']}:{entry['sha256']}"])
     return entry
@@ -101,15 +88,6 @@ def record(archive: Archive, *, actor: str, action: str, recording_id: str | Non
     with archive.database.transaction() as db:
         return append_entry(db, at=archive.now(), actor=actor, action=action, recording_id=recording_id,
                             organisation_id=organisation_id, detail=detail)
-
-
-def public_entry(row: dict) -> dict:
-    """An entry as the API shows it: `detail` as an object, every hash link
-    included so a reader can check the chain."""
-    entry = {k: row[k] for k in ("id", "at", "actor", "action", "recording_id", "organisation_id",
-                                 "prev_sha256", "recording_prev_sha256", "sha256")}
-    entry["detail"] = json.loads(row["detail"])
-    return entry
 
 
 @dataclass

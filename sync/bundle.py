@@ -1,22 +1,8 @@
 """The copy bundle: one zip a lawyer can hand to a court and to the other
 side's expert, checkable offline with openssl alone or with `witness-verify`
-(`verify.py`). The layout is described in docs/copies.md; in short, inside
-one folder `witness-copy-<request id>/`:
-
-    footage.<ext>                 the original footage bytes, never re-encoded
-    manifests/v<n>/manifest.json  every manifest version, exact signed bytes
-    manifests/v<n>/manifest.sig   Ed25519 signature (64 raw bytes)
-    manifests/v<n>/manifest.tsr   RFC 3161 token of the built-in TSA
-    manifests/v<n>/manifest.external.tsr   the external TSA's, when kept
-    signing.pub.pem               the server's signing key
-    tsa-chain.pem                 built-in TSA certificate, then its root
-    external-tsa-chain.pem        the external TSA's certificates, when used
-    custody-log.jsonl             the recording's audit entries, oldest first
-    custody-log.jsonl.tsr         built-in token over the custody log
-    CERTIFICATION.md              what was copied, how, for adapting under FRE 902(14)
-    VERIFY.md                     the exact openssl commands
-    copy.json                     the request, and every file above with its size and SHA-256
-    copy.json.sig                 Ed25519 signature over copy.json
+(`sync/evidence/verify.py`). The layout, its file names and `copy.json` are
+an evidence format of their own (`sync/evidence/layout.py`, and
+docs/copies.md); this module fills it from the archive.
 
 The footage is the chunks listed in the newest manifest version, decrypted
 and concatenated in index order, streamed into the zip one chunk at a time
@@ -28,28 +14,35 @@ pseudonymous id.
 from __future__ import annotations
 
 import hashlib
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from crypto.hashing import canonical_json
 from crypto.signing import public_key_pem
 from crypto.tsa import time_stamp, token_time
 
 from . import accounts
 from .archive import Archive
-from .audit import public_entry
+from .evidence.custody import custody_line, for_copy, public_entry
+from .evidence.layout import (
+    CERTIFICATION,
+    CUSTODY_LOG,
+    CUSTODY_LOG_TOKEN,
+    EXTERNAL_TSA_CHAIN,
+    INDEX,
+    INDEX_SIGNATURE,
+    SIGNING_KEY,
+    TSA_CHAIN,
+    VERIFY_GUIDE,
+    ListedFile,
+    build_index,
+    footage_name,
+    manifest_member,
+    top_folder,
+)
+from .evidence.manifest import read_manifest
 from .footage import FootageDamaged, iter_chunk_plaintexts
 from .timefmt import format_time
-
-COPY_FORMAT = "witness-copy/1"
-FOOTAGE_EXTENSIONS = {"video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov", "video/x-matroska": "mkv",
-                      "audio/mp4": "m4a", "audio/webm": "weba", "audio/ogg": "ogg", "audio/mpeg": "mp3"}
-INDEX, INDEX_SIGNATURE = "copy.json", "copy.json.sig"
-SIGNING_KEY, TSA_CHAIN, EXTERNAL_TSA_CHAIN = "signing.pub.pem", "tsa-chain.pem", "external-tsa-chain.pem"
-CUSTODY_LOG = "custody-log.jsonl"
-CUSTODY_LOG_TOKEN = "custody-log.jsonl.tsr"
 
 
 class BundleFailed(Exception):
@@ -69,20 +62,6 @@ class BundleFacts:
     built_at: str
 
 
-def top_folder(request_id: str) -> str:
-    return f"witness-copy-{request_id}"
-
-
-def footage_name(content_type: str) -> str:
-    base = content_type.split(";", 1)[0].strip().lower()
-    return f"footage.{FOOTAGE_EXTENSIONS.get(base, 'bin')}"
-
-
-def manifest_member(version: int, part: str) -> str:
-    """`part` is `manifest.json`, `manifest.sig`, `manifest.tsr` or `manifest.external.tsr`."""
-    return f"manifests/v{version}/{part}"
-
-
 def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
     """Write the bundle of a copy request (a `copy_requests` row) to `path`.
     Raises `BundleFailed` when the newest manifest's chunks are no longer all
@@ -95,7 +74,7 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
     if recording is None or not manifests:
         raise BundleFailed("the recording has no manifest yet")
     latest = manifests[-1]
-    manifest = json.loads(bytes(latest["body"]))
+    manifest = read_manifest(bytes(latest["body"]), latest["version"], "the newest manifest")
     wanted = {(chunk["index"], chunk["sha256"]) for chunk in manifest["chunks"]}
     rows = [row for row in db.query("SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id])
             if (row["idx"], row["sha256"]) in wanted]
@@ -105,7 +84,7 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
     built_at = archive.now()
     folder = top_folder(request["id"])
     external_chain = _external_chain(archive, manifests)
-    files: list[dict] = []
+    files: list[ListedFile] = []
 
     with zipfile.ZipFile(path, "w", allowZip64=True) as zf:
         def add(name: str, data: bytes, *, compress: bool = False) -> None:
@@ -113,7 +92,7 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
             info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
             zf.writestr(info, data)
-            files.append({"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+            files.append(ListedFile(name, len(data), hashlib.sha256(data).hexdigest()))
 
         footage = footage_name(recording["content_type"])
         footage_hash, footage_size = hashlib.sha256(), 0
@@ -129,7 +108,7 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
             raise BundleFailed(f"{exc}; approve again once the recording is finalized anew") from exc
         if (footage_size, footage_hash.hexdigest()) != (manifest["footage"]["size"], manifest["footage"]["sha256"]):
             raise BundleFailed(f"the footage no longer matches manifest version {latest['version']}")
-        files.append({"path": footage, "size": footage_size, "sha256": footage_hash.hexdigest()})
+        files.append(ListedFile(footage, footage_size, footage_hash.hexdigest()))
 
         stamps = []
         for row in manifests:
@@ -156,13 +135,13 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
         info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
         with zf.open(info, "w", force_zip64=True) as out:
             for entry in _custody_entries(archive, recording_id, request["id"]):
-                line = canonical_json(entry) + b"\n"
+                line = custody_line(entry)
                 out.write(line)
                 log_hash.update(line)
                 log_size += len(line)
                 log_entries += 1
                 log_head = entry["sha256"]
-        files.append({"path": CUSTODY_LOG, "size": log_size, "sha256": log_hash.hexdigest()})
+        files.append(ListedFile(CUSTODY_LOG, log_size, log_hash.hexdigest()))
         log_token = time_stamp(archive.keys.tsa, log_hash.digest(), at=archive.clock())
         add(CUSTODY_LOG_TOKEN, log_token)
 
@@ -174,27 +153,27 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
             "log_time": format_time(token_time(log_token)), "external": external_chain is not None,
             "signing_key_id": archive.keys.signing_key_id,
         }
-        add("CERTIFICATION.md", certification_text(facts).encode("utf-8"), compress=True)
-        add("VERIFY.md", verify_text(facts).encode("utf-8"), compress=True)
+        add(CERTIFICATION, certification_text(facts).encode("utf-8"), compress=True)
+        add(VERIFY_GUIDE, verify_text(facts).encode("utf-8"), compress=True)
 
-        index = canonical_json({
-            "format": COPY_FORMAT,
-            "request_id": request["id"],
-            "recording_id": recording_id,
-            "organisation": {"slug": organisation["slug"], "name": organisation["name"]},
-            "case_reference": request["case_reference"],
-            "purpose": request["purpose"],
-            "requested_by": request["requested_by"],
-            "requested_at": request["created_at"],
-            "approved_by": request["decided_by"],
-            "approved_at": request["decided_at"],
-            "approval_reason": request["decision_reason"],
-            "built_at": built_at,
-            "manifest_version": latest["version"],
-            "footage": footage,
-            "signing_key_id": archive.keys.signing_key_id,
-            "files": sorted(files, key=lambda item: item["path"]),
-        })
+        index = build_index(
+            request_id=request["id"],
+            recording_id=recording_id,
+            organisation_slug=organisation["slug"],
+            organisation_name=organisation["name"],
+            case_reference=request["case_reference"],
+            purpose=request["purpose"],
+            requested_by=request["requested_by"],
+            requested_at=request["created_at"],
+            approved_by=request["decided_by"],
+            approved_at=request["decided_at"],
+            approval_reason=request["decision_reason"],
+            built_at=built_at,
+            manifest_version=latest["version"],
+            footage=footage,
+            signing_key_id=archive.keys.signing_key_id,
+            files=files,
+        )
         add(INDEX, index, compress=True)
         signature = archive.keys.signing_private.sign(index)
         info = zipfile.ZipInfo(f"{folder}/{INDEX_SIGNATURE}", date_time=_zip_time(built_at))
@@ -225,13 +204,9 @@ def _external_chain(archive: Archive, manifests: list[dict]) -> bytes | None:
 
 
 def _custody_entries(archive: Archive, recording_id: str, request_id: str, batch: int = 2000):
-    """The recording's audit entries, oldest first. Entries about *other*
-    copy requests keep who, what and when, but their detail (another case's
-    reference and purpose, a custodian's reasons) is withheld, as the API
-    withholds other lawyers' requests: `detail` is null and
-    `detail_withheld` true. Such an entry's own hash cannot be recomputed,
-    but the next entry's link still covers it, so nothing can be removed or
-    reordered unseen."""
+    """The recording's audit entries, oldest first, as the custody log of
+    copy request `request_id` carries them (`custody.for_copy`: other copy
+    requests' details withheld)."""
     after = 0
     while True:
         rows = archive.database.query(
@@ -239,10 +214,7 @@ def _custody_entries(archive: Archive, recording_id: str, request_id: str, batch
         if not rows:
             return
         for row in rows:
-            entry = public_entry(row)
-            if entry["action"].startswith("copy.") and entry["detail"].get("request_id") != request_id:
-                entry["detail"], entry["detail_withheld"] = None, True
-            yield entry
+            yield for_copy(public_entry(row), request_id)
         after = rows[-1]["id"]
 
 

@@ -12,17 +12,15 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from crypto.hashing import canonical_json, merkle_root
 from crypto.tsa import time_stamp
 
 from . import audit
 from .archive import Archive
 from .errors import NotFound, NotReady
+from .evidence.manifest import ManifestChunk, build_manifest
 from .footage import iter_chunk_plaintexts
 from .ingest import index_ranges, missing_ranges
 from .timefmt import format_time, parse_time
-
-MANIFEST_FORMAT = "witness-manifest/1"
 
 
 # A recording is due when chunks are not yet covered by a manifest and it is
@@ -123,38 +121,28 @@ def finalize_recording(archive: Archive, recording_id: str) -> int | None:
             [recording_id])), None)
         version = previous["version"] + 1 if previous else 1
         now = archive.now()
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "version": version,
-            "previous_manifest_sha256": previous["sha256"] if previous else None,
-            "recording_id": recording_id,
-            "device_id": recording["device_id"],
-            "content_type": recording["content_type"],
-            "state": state,
-            "started_at": recording["started_at"],
-            "first_received_at": recording["first_received_at"],
-            "last_received_at": recording["last_received_at"],
-            "finalized_at": now,
-            "final_index": recording["final_index"],
-            "chunks": [
-                {
-                    "index": row["idx"],
-                    "size": row["size"],
-                    "sha256": row["sha256"],
-                    "ciphertext_size": row["ciphertext_size"],
-                    "ciphertext_sha256": row["ciphertext_sha256"],
-                    "received_at": row["received_at"],
-                    "captured_at": row["captured_at"],
-                    "device_signature": row["device_signature"],
-                }
-                for row in rows
-            ],
-            "gaps": gaps,
-            "footage": {"size": footage_size, "sha256": footage_hash.hexdigest()},
-            "merkle_root": merkle_root([bytes.fromhex(row["sha256"]) for row in rows]).hex(),
-            "signing_key_id": archive.keys.signing_key_id,
-        }
-        body = canonical_json(manifest)
+        body = build_manifest(
+            version=version,
+            previous_sha256=previous["sha256"] if previous else None,
+            recording_id=recording_id,
+            device_id=recording["device_id"],
+            content_type=recording["content_type"],
+            state=state,
+            started_at=recording["started_at"],
+            first_received_at=recording["first_received_at"],
+            last_received_at=recording["last_received_at"],
+            finalized_at=now,
+            final_index=recording["final_index"],
+            chunks=[ManifestChunk(index=row["idx"], size=row["size"], sha256=row["sha256"],
+                                  ciphertext_size=row["ciphertext_size"],
+                                  ciphertext_sha256=row["ciphertext_sha256"], received_at=row["received_at"],
+                                  captured_at=row["captured_at"], device_signature=row["device_signature"])
+                    for row in rows],
+            gaps=gaps,
+            footage_size=footage_size,
+            footage_sha256=footage_hash.hexdigest(),
+            signing_key_id=archive.keys.signing_key_id,
+        )
         digest = hashlib.sha256(body).digest()
         sha256 = digest.hex()
         token = time_stamp(archive.keys.tsa, digest, at=archive.clock())

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from sync.verify import verify_bundle
+from sync.evidence.verify import verify_bundle
 from tests.support import Phone, Staff, make_fragmented_mp4
 
 VERIFY_SCRIPT = Path(sys.executable).with_name("witness-verify")

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import re
 import sys
 import zipfile
 import zlib
@@ -33,26 +31,26 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from crypto import InvalidEvidence
-from crypto.hashing import canonical_json, merkle_root
-from crypto.signing import verify_signature
+from crypto.hashing import merkle_root
+from crypto.signing import signing_key_id, verify_signature
 from crypto.tsa import TimeStampInvalid, verify_time_stamp
 
-from .audit import GENESIS, entry_digest
-from .bundle import (
-    COPY_FORMAT,
+from .canonical import MalformedEvidence
+from .custody import GENESIS, entry_digest, may_be_withheld, read_custody_line
+from .layout import (
     CUSTODY_LOG,
     CUSTODY_LOG_TOKEN,
     EXTERNAL_TSA_CHAIN,
     INDEX,
     INDEX_SIGNATURE,
+    MANIFEST_MEMBER,
     SIGNING_KEY,
     TSA_CHAIN,
     manifest_member,
+    read_index,
 )
-from .finalize import MANIFEST_FORMAT
+from .manifest import read_manifest
 
-_MANIFEST_PATH = re.compile(r"^manifests/v([1-9][0-9]{0,8})/(manifest\.json|manifest\.sig|manifest\.tsr|"
-                            r"manifest\.external\.tsr)$")
 _SMALL_LIMIT = 512 * 1024 * 1024  # members read whole (manifests, keys, tokens) must be below this
 _DESKTOP_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
@@ -216,11 +214,9 @@ def _check_index_signature(ctx: _Context) -> str:
     except InvalidEvidence:
         raise CheckFailed(f"the signature {INDEX_SIGNATURE} does not match {INDEX} under that key: "
                           "the file list was changed after the server signed it") from None
-    index = _canonical_object(raw, INDEX)
-    if index.get("format") != COPY_FORMAT:
-        raise CheckFailed(f"{INDEX} is not a {COPY_FORMAT} file list")
+    index = _read(read_index, raw)
     ctx.key, ctx.index = key, index
-    return f"signed by key {_signing_key_id(key)}"
+    return f"signed by key {signing_key_id(key)}"
 
 
 def _check_files(ctx: _Context) -> str:
@@ -245,7 +241,7 @@ def _check_files(ctx: _Context) -> str:
 
 def _check_manifest_signatures(ctx: _Context) -> str:
     key, index = ctx.need(ctx.key, "the server's signing key"), ctx.need(ctx.index, "the signed file list")
-    versions = sorted({int(m.group(1)) for name in ctx.bundle.names if (m := _MANIFEST_PATH.match(name))})
+    versions = sorted({int(m.group(1)) for name in ctx.bundle.names if (m := MANIFEST_MEMBER.match(name))})
     if not versions or versions != list(range(1, versions[-1] + 1)):
         raise CheckFailed(f"the manifest versions are not 1 to n without a hole (found {versions})")
     if versions[-1] != index["manifest_version"]:
@@ -258,15 +254,13 @@ def _check_manifest_signatures(ctx: _Context) -> str:
         except InvalidEvidence:
             raise CheckFailed(f"the signature of manifest version {version} does not verify: the manifest or "
                               "its signature was changed") from None
-        manifest = _canonical_object(raw, manifest_member(version, "manifest.json"))
-        if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != version:
-            raise CheckFailed(f"manifest version {version} is not a {MANIFEST_FORMAT} manifest of that version")
+        manifest = _read(read_manifest, raw, version, manifest_member(version, "manifest.json"))
         if manifest.get("recording_id") != index["recording_id"]:
             raise CheckFailed(f"manifest version {version} is about another recording")
-        if manifest.get("signing_key_id") != _signing_key_id(key):
+        if manifest.get("signing_key_id") != signing_key_id(key):
             raise CheckFailed(f"manifest version {version} names another signing key")
         ctx.manifests.append((raw, manifest))
-    return f"{len(versions)} version(s), all signed by key {_signing_key_id(key)}"
+    return f"{len(versions)} version(s), all signed by key {signing_key_id(key)}"
 
 
 def _check_manifest_chain(ctx: _Context) -> str:
@@ -393,13 +387,13 @@ def _check_custody_log(ctx: _Context) -> str:
 def _check_entry(line: bytes, number: int, previous: str, linked: bool, recording_id: str) -> tuple[dict, bool]:
     """Check one custody log line against the line before it (`previous`
     is that entry's sha256; 64 zeros before the first line)."""
-    entry = _canonical_object(line, f"line {number} of the custody log")
+    entry = _read(read_custody_line, line, number)
     if entry.get("recording_id") != recording_id:
         raise CheckFailed(f"entry {entry.get('id')} of the custody log is about another recording")
     if entry.get("detail_withheld") is True:
         # Another copy request's entry: its detail is not in the bundle, so
         # its own hash cannot be recomputed; the next entry's link covers it.
-        if entry.get("detail") is not None or not str(entry.get("action", "")).startswith("copy."):
+        if not may_be_withheld(entry):
             raise CheckFailed(f"entry {entry.get('id')} of the custody log withholds what may not be withheld")
         if not isinstance(entry.get("sha256"), str):
             raise CheckFailed(f"line {number} of the custody log lacks the fields of an audit entry")
@@ -432,19 +426,12 @@ def _token(chain: bytes, name: str, digest: bytes, ctx: _Context, what: str):
     return facts
 
 
-def _canonical_object(raw: bytes, name: str) -> dict:
+def _read(reader: Callable[..., dict], *args) -> dict:
+    """What an evidence format's reader makes of some bytes; its objection, a check's failure."""
     try:
-        value = json.loads(raw)
-    except ValueError:
-        raise CheckFailed(f"{name} is not JSON") from None
-    if not isinstance(value, dict) or canonical_json(value) != raw:
-        raise CheckFailed(f"{name} is not in canonical form, so it is not the exact bytes that were signed")
-    return value
-
-
-def _signing_key_id(key: Ed25519PublicKey) -> str:
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "ed25519-" + hashlib.sha256(raw).hexdigest()[:16]
+        return reader(*args)
+    except MalformedEvidence as exc:
+        raise CheckFailed(str(exc)) from None
 
 
 def _when(moment) -> str:
