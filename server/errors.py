@@ -1,11 +1,13 @@
 """The one table from domain exceptions to PROTOCOL.md's JSON errors, and
-the handlers that make every error a JSON answer (never HTML, never a trace)."""
+the handlers that make every error a JSON answer (never HTML, never a trace),
+except on console addresses, which get the console's error page
+(`error_page`, also used by the pages themselves)."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, make_response, request
+from flask import Flask, jsonify, make_response, render_template, request
 from gunicorn.http.errors import ParseException as GunicornParseError
 from werkzeug.exceptions import HTTPException
 
@@ -70,6 +72,11 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return response
 
 
+def error_page(status: int, message: str):
+    """A plain page that says what went wrong and what to do."""
+    return render_template("console/error.html", status=status, message=message), status
+
+
 def register_error_handlers(app: Flask) -> None:
     """Make every failure, expected or not, a JSON error."""
 
@@ -92,8 +99,6 @@ def register_error_handlers(app: Flask) -> None:
         # belong on the answer; only its HTML Content-Type does not.
         headers = {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}
         if request.path.startswith("/console/") and exc.code in (404, 405):
-            from .pages import error_page  # pages import this module
-
             page = make_response(error_page(exc.code, "There is no such page here." if exc.code == 404 else
                                             "That page cannot be used this way; go back and use its links and "
                                             "buttons."))

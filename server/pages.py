@@ -27,7 +27,7 @@ from functools import wraps
 from urllib.parse import urlsplit
 
 import jwt as pyjwt
-from flask import Response, after_this_request, g, redirect, render_template, request, url_for
+from flask import Response, after_this_request, g, redirect, request, url_for
 from flask_jwt_extended import create_access_token, get_jwt, verify_jwt_in_request
 from flask_jwt_extended.exceptions import CSRFError, JWTExtendedException
 from markupsafe import Markup
@@ -37,6 +37,7 @@ from sync import logins
 from sync.timefmt import parse_time
 
 from .auth import STAFF_ROLES, archive, enter_session
+from .errors import PROTOCOL_ERRORS, error_page
 
 COOKIE = "witness_console"
 LOGIN_COOKIE = "witness_login"
@@ -237,15 +238,8 @@ def login_form_is_genuine() -> bool:
 
 # -- errors ------------------------------------------------------------------
 
-def error_page(status: int, message: str):
-    """A plain page that says what went wrong and what to do."""
-    return render_template("console/error.html", status=status, message=message), status
-
-
 def register_page_errors(blueprint) -> None:
     """Domain errors inside a page become pages, not JSON."""
-    from .errors import PROTOCOL_ERRORS
-
     @blueprint.errorhandler(domain.WitnessError)
     def _domain_error(exc: domain.WitnessError):
         status, _code = PROTOCOL_ERRORS[type(exc)]
