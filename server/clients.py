@@ -4,9 +4,10 @@ client's network address, held in memory only.
 No client address is ever written to disk or a log (a subpoena asks for
 exactly that). Limits still need to tell one address from another, so this
 module turns the address into a keyed hash under a random key made when the
-process starts and never stored: two requests from one address get the same
-key in this process, and nothing outside it (a core dump aside) can turn a
-key back into an address.
+server starts (gunicorn's master imports this package, so all workers of one
+pool share the key) and never stored: two requests from one address get the
+same key, and nothing outside the server's memory can turn a key back into an
+address.
 
 Behind the front door (nginx, `deploy/nginx.conf`) gunicorn is reached over
 a unix socket, so the peer has no address; nginx then passes the client's in
@@ -24,11 +25,11 @@ import os
 
 from flask import request
 
-_KEY = os.urandom(32)  # per process, never stored
+_KEY = os.urandom(32)  # per server start, never stored
 
 
 def client_key() -> str:
-    """An opaque, per-process key for the current request's client address
+    """An opaque key for the current request's client address
     (see the module docstring). Raises nothing; a request with no address at
     all (a test client) gets the key of the empty address."""
     peer = request.environ.get("REMOTE_ADDR") or ""
