@@ -5,7 +5,6 @@ library cannot be imported, and fails a damaged bundle just as cleanly."""
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 import zipfile
@@ -74,6 +73,13 @@ def bundle(tmp_path_factory) -> Path:
     return copies.bundle_path(archive, request["request_id"])
 
 
+def unzipped(bundle: Path, into: Path) -> Path:
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(into)
+    (folder,) = into.iterdir()
+    return folder
+
+
 def guarded(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     guard = tmp_path / "guard.py"
     guard.write_text(GUARD)
@@ -96,20 +102,13 @@ def test_witness_verify_checks_a_real_bundle_with_the_server_unimportable(bundle
 
 
 def test_witness_verify_fails_a_damaged_bundle_cleanly_with_the_server_unimportable(bundle, tmp_path):
-    with zipfile.ZipFile(bundle) as source:
-        names = [info.filename for info in source.infolist()]
-        (footage,) = [name for name in names if name.endswith("/footage.mp4")]
-        altered = io.BytesIO()
-        with zipfile.ZipFile(altered, "w") as out:
-            for name in names:
-                data = bytearray(source.read(name))
-                if name == footage:
-                    data[len(data) // 2] ^= 0x01
-                out.writestr(name, bytes(data))
-    damaged = tmp_path / "damaged.zip"
-    damaged.write_bytes(altered.getvalue())
+    folder = unzipped(bundle, tmp_path / "copy")
+    footage = folder / "footage.mp4"
+    changed = bytearray(footage.read_bytes())
+    changed[len(changed) // 2] ^= 0x01
+    footage.write_bytes(bytes(changed))
 
-    done = guarded(tmp_path, str(VERIFY_SCRIPT), str(damaged))
+    done = guarded(tmp_path, str(VERIFY_SCRIPT), str(folder))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "NOT VERIFIED: check 2 failed: the file footage.mp4 was changed" in done.stdout
     assert "Traceback" not in done.stderr
@@ -121,9 +120,7 @@ def test_witness_verify_fails_a_damaged_bundle_cleanly_with_the_server_unimporta
 
 
 def test_a_custody_log_line_holding_nan_fails_its_check_instead_of_crashing(bundle, tmp_path):
-    with zipfile.ZipFile(bundle) as zf:
-        zf.extractall(tmp_path)
-    (folder,) = [path for path in tmp_path.iterdir() if path.is_dir()]
+    folder = unzipped(bundle, tmp_path / "copy")
     log = folder / "custody-log.jsonl"
     lines = log.read_bytes().splitlines(keepends=True)
     log.write_bytes(lines[0].replace(b'"at":', b'"nan":NaN,"at":', 1) + b"".join(lines[1:]))
