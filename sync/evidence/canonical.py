@@ -19,7 +19,7 @@ def read_canonical_object(raw: bytes, what: str) -> dict:
     log`). Raises `MalformedEvidence` for anything else."""
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than any genuine file
         raise MalformedEvidence(f"{what} is not JSON") from None
     try:
         canonical = isinstance(value, dict) and canonical_json(value) == raw

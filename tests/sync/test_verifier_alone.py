@@ -119,13 +119,16 @@ def test_witness_verify_fails_a_damaged_bundle_cleanly_with_the_server_unimporta
     assert done.returncode == 2 and "is not a zip file" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_a_custody_log_line_holding_nan_fails_its_check_instead_of_crashing(bundle, tmp_path):
+@pytest.mark.parametrize("line, problem", [
+    (b'{"at":NaN}', "is not in canonical form, so it is not the exact bytes that were signed"),
+    (b'{"at":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "is not JSON"),
+], ids=["nan", "nested-too-deep"])
+def test_a_custody_log_line_no_server_writes_fails_its_check_instead_of_crashing(bundle, tmp_path, line, problem):
     folder = unzipped(bundle, tmp_path / "copy")
     log = folder / "custody-log.jsonl"
     lines = log.read_bytes().splitlines(keepends=True)
-    log.write_bytes(lines[0].replace(b'"at":', b'"nan":NaN,"at":', 1) + b"".join(lines[1:]))
+    log.write_bytes(line + b"\n" + b"".join(lines[1:]))
 
     outcome = verify_bundle(folder).outcomes[8]
     assert outcome.status == "FAILED"
-    assert outcome.detail == ("line 1 of the custody log is not in canonical form, so it is not the exact bytes "
-                              "that were signed")
+    assert outcome.detail == f"line 1 of the custody log {problem}"
