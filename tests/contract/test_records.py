@@ -1,0 +1,238 @@
+"""The records port's contract, run against every adapter (SQLite and
+PostgreSQL): transactions commit or leave nothing, a read-then-write under
+concurrency loses no update, what a commit means for durability, migrations
+from empty and the refusal of a newer schema, and failure (the database
+down: `Busy`, nothing partial)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from sync.errors import Busy
+from sync.records import SchemaTooNew
+from sync.records.migrations import latest_version, migrations
+from sync.records.postgres import PostgresRecords
+
+from ..support import PROJECT_ROOT
+from .spec import increment, open_records
+
+
+def child(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tests.contract.spec", *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=120, check=check)
+
+
+def test_a_transaction_commits_what_it_wrote(records):
+    with records.transaction() as unit:
+        unit.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ["colour", "green"])
+        assert records.one("SELECT value FROM meta WHERE key = ?", ["colour"]) == {"value": "green"}  # same thread
+    assert records.query("SELECT key, value FROM meta WHERE key = :key", {"key": "colour"}) == \
+        [{"key": "colour", "value": "green"}]
+
+
+def test_an_exception_rolls_back_every_write_of_the_transaction(records):
+    with pytest.raises(ZeroDivisionError):
+        with records.transaction() as unit:
+            unit.execute("INSERT INTO meta (key, value) VALUES ('a', '1')")
+            unit.execute("UPDATE organisations SET name = 'renamed' WHERE id = 1")
+            1 / 0
+    assert records.one("SELECT value FROM meta WHERE key = 'a'") is None
+    assert records.one("SELECT name FROM organisations WHERE id = 1")["name"] == "Default organisation"
+
+
+def test_portable_helpers_and_placeholders(records):
+    with records.transaction() as unit:
+        first = unit.insert("organisations", {"slug": "one", "name": "One", "created_at": "t"}, returning="id")
+        second = unit.insert("organisations", {"slug": "two", "name": "Two", "created_at": "t"}, returning="id")
+        unit.upsert("meta", {"key": "k", "value": "before"}, key=["key"])
+        unit.upsert("meta", {"key": "k", "value": "after"}, key=["key"])
+        changed = unit.execute("UPDATE organisations SET name = name || ' (renamed)' WHERE id > ?", [1]).rowcount
+    assert (first, second, changed) == (2, 3, 2)
+    assert records.one("SELECT value FROM meta WHERE key = 'k'")["value"] == "after"
+    # A literal % (in LIKE and in arithmetic), named and positional
+    # placeholders, and an integer sum that stays an integer.
+    row = records.one("SELECT COUNT(*) AS n, COALESCE(SUM(id), 0) AS total, 7 % 3 AS rest FROM organisations "
+                      "WHERE name LIKE '%renamed%' AND id >= :low", {"low": 2})
+    assert row == {"n": 2, "total": 5, "rest": 1}
+    assert records.one("SELECT ? AS flag", [True])["flag"] == 1  # booleans are stored as 0/1 on both
+
+
+def test_bytes_come_back_as_bytes(records):
+    with records.transaction() as unit:
+        unit.execute("INSERT INTO devices (id, organisation_id, created_at) VALUES ('d', 1, 't')")
+        unit.execute("INSERT INTO recordings (id, organisation_id, device_id, content_type, started_at, key_id, "
+                     "sealed_key, created_at, state, last_activity_at) VALUES "
+                     "('r', 1, 'd', 'video/mp4', 't', 'k', ?, 't', 'open', 't')", [b"\x00\xffkey"])
+    assert bytes(records.one("SELECT sealed_key FROM recordings")["sealed_key"]) == b"\x00\xffkey"
+
+
+def test_text_sorts_byte_by_byte_on_every_adapter(records):
+    names = ["a-b", "a_b", "aB", "ab", "A", "a.b", "2026-01-01T00:00:00.000Z"]
+    with records.transaction() as unit:
+        for name in names:
+            unit.execute("INSERT INTO meta (key, value) VALUES (?, 'x')", [name])
+    got = [row["key"] for row in records.query("SELECT key FROM meta WHERE value = 'x' ORDER BY key")]
+    assert got == sorted(names)
+
+
+def test_a_snapshot_sees_one_state_while_others_commit(records):
+    with records.transaction() as unit:
+        unit.execute("INSERT INTO meta (key, value) VALUES ('seen', 'old')")
+    with records.snapshot() as view:
+        assert view.one("SELECT value FROM meta WHERE key = 'seen'")["value"] == "old"
+        writer = threading.Thread(target=lambda: _set(records, "seen", "new"))
+        writer.start()
+        writer.join(timeout=30)
+        assert not writer.is_alive()
+        assert view.one("SELECT value FROM meta WHERE key = 'seen'")["value"] == "old"
+    assert records.one("SELECT value FROM meta WHERE key = 'seen'")["value"] == "new"
+
+
+def _set(records, key: str, value: str) -> None:
+    with records.transaction() as unit:
+        unit.upsert("meta", {"key": key, "value": value}, key=["key"])
+
+
+def test_read_then_write_loses_no_update_across_threads(records):
+    threads = [threading.Thread(target=increment, args=(records, 25)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert records.one("SELECT value FROM meta WHERE key = 'counter'")["value"] == "200"
+
+
+def test_processes_opening_a_new_database_together_migrate_it_once_and_lose_no_update(spec):
+    # Three processes start on an empty database at once, as gunicorn's
+    # workers (or several nodes) do; each then increments 40 times.
+    children = [subprocess.Popen([sys.executable, "-m", "tests.contract.spec", "increment", *spec, "40"],
+                                 cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [c.communicate(timeout=180)[1] for c in children]
+    assert [c.returncode for c in children] == [0, 0, 0], errors
+    records = open_records(spec)
+    assert records.one("SELECT value FROM meta WHERE key = 'counter'")["value"] == "120"
+    assert records.schema_version() == latest_version("sqlite")
+    assert records.one("SELECT COUNT(*) AS n FROM organisations")["n"] == 1
+    records.close()
+
+
+def test_a_commit_survives_the_process_that_made_it_being_killed(spec):
+    result = child("commit-then-die", *spec, "kept", check=False)
+    assert result.returncode == -9 and "committed" in result.stdout, result.stderr
+    records = open_records(spec)
+    assert records.one("SELECT value FROM meta WHERE key = 'durable'")["value"] == "kept"
+    records.close()
+
+
+def test_what_a_commit_waits_for(records):
+    # SQLite: WAL with synchronous=FULL (the WAL is fsync'd at every commit).
+    # PostgreSQL: synchronous_commit on (the commit's WAL is flushed first).
+    if records.backend == "sqlite":
+        assert records.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert records.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    else:
+        assert records.one("SHOW synchronous_commit")["synchronous_commit"] == "on"
+        assert records.one("SHOW fsync")["fsync"] == "on"
+
+
+def test_a_commit_survives_a_database_server_crash(own_postgresql):
+    url = own_postgresql.new_database()
+    records = PostgresRecords(url)
+    _set(records, "durable", "kept")
+    own_postgresql.stop("immediate")  # no checkpoint: only the flushed WAL remains
+    own_postgresql.start()
+    records.close()
+    again = PostgresRecords(url)
+    assert again.one("SELECT value FROM meta WHERE key = 'durable'")["value"] == "kept"
+    again.close()
+
+
+def test_a_new_database_is_made_at_the_latest_version_and_reopening_changes_nothing(spec, records):
+    assert records.schema_version() == latest_version("sqlite") == latest_version("postgres")
+    assert records.one("SELECT slug FROM organisations WHERE id = 1")["slug"] == "default"
+    before = records.query("SELECT key, value FROM meta ORDER BY key")
+    again = open_records(spec)
+    assert again.query("SELECT key, value FROM meta ORDER BY key") == before
+    assert again.one("SELECT COUNT(*) AS n FROM organisations")["n"] == 1
+    again.close()
+
+
+def test_a_newer_schema_is_refused_with_what_to_do_and_left_alone(spec, records):
+    newer = latest_version("sqlite") + 1
+    with records.transaction() as unit:
+        unit.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(newer)])
+    with pytest.raises(SchemaTooNew) as refused:
+        open_records(spec)
+    message = str(refused.value)
+    assert f"schema version {newer}" in message and f"up to {newer - 1}" in message
+    assert "Upgrade this server" in message and "nothing was changed" in message
+    assert records.schema_version() == newer
+
+
+def test_every_version_means_the_same_tables_and_columns_on_both_backends(postgresql, tmp_path):
+    assert {m.version for m in migrations("sqlite")} >= {m.version for m in migrations("postgres")}
+    sqlite_file = tmp_path / "witness.sqlite3"
+    open_records(("sqlite", str(sqlite_file)))
+    conn = sqlite3.connect(sqlite_file)
+    in_sqlite = {table: {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                 for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                              "AND name != 'sqlite_sequence'")}
+    in_postgres = {}
+    for row in open_records(("postgresql", postgresql.new_database())).query(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"):
+        in_postgres.setdefault(row["table_name"], set()).add(row["column_name"])
+    assert in_postgres == in_sqlite
+
+
+def test_database_down_is_busy_and_keeps_nothing_partial(own_postgresql):
+    records = PostgresRecords(own_postgresql.new_database(), connect_timeout=2)
+    with pytest.raises(Busy):
+        with records.transaction() as unit:
+            unit.execute("INSERT INTO meta (key, value) VALUES ('partial', 'first half')")
+            own_postgresql.stop("immediate")
+            unit.execute("INSERT INTO meta (key, value) VALUES ('partial2', 'second half')")
+    started = time.monotonic()
+    with pytest.raises(Busy, match="Retry shortly"):
+        with records.transaction() as unit:
+            pass
+    with pytest.raises(Busy):
+        records.query("SELECT 1")
+    assert time.monotonic() - started < 20
+    own_postgresql.start()
+    assert _when_reachable(lambda: records.one("SELECT value FROM meta WHERE key = 'partial'")) is None  # nothing kept
+    _set(records, "after", "back")  # the pool reconnected by itself
+    assert records.one("SELECT value FROM meta WHERE key = 'after'")["value"] == "back"
+    records.close()
+
+
+def _when_reachable(read, timeout: float = 60):
+    # The pool reconnects on its own, backing off while the server was down.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return read()
+        except Busy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_a_file_of_version_3_is_brought_to_what_a_new_file_is(tmp_path):
+    new, old = tmp_path / "new.sqlite3", tmp_path / "old.sqlite3"
+    open_records(("sqlite", str(new))).close()
+    open_records(("sqlite", str(old))).close()
+    with sqlite3.connect(old) as conn:  # the last release without chunk_removals
+        conn.execute("DROP TABLE chunk_removals")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    assert open_records(("sqlite", str(old))).schema_version() == latest_version("sqlite")
+
+    def schema(path):
+        with sqlite3.connect(path) as conn:
+            return sorted(conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name != 'sqlite_sequence'"))
+    assert schema(old) == schema(new)
