@@ -39,6 +39,7 @@ PROTOCOL_ERRORS: dict[type, tuple[int, str]] = {
     domain.BelowWatermark: (507, "insufficient_storage"),
     domain.DeviceGone: (401, "token_revoked"),
     domain.Busy: (503, "server_busy"),
+    domain.StoreUnavailable: (503, "server_busy"),
     domain.NotReady: (404, "not_ready"),
     domain.SecondFactorRequired: (401, "totp_required"),
     domain.SecondFactorSetupRequired: (403, "totp_setup_required"),
@@ -88,6 +89,8 @@ def register_error_handlers(app: Flask) -> None:
             log.warning("new recording refused below the disk watermark")
         elif status == 507:
             log.error("disk full: %s", exc)
+        elif isinstance(exc, domain.StoreUnavailable):
+            log.error("chunk store unavailable: %s", exc.__cause__ or exc)
         headers = {"Retry-After": "1"} if status == 503 else None
         if isinstance(exc, domain.TooManyAttempts):
             headers = {"Retry-After": str(exc.retry_after)}

@@ -103,6 +103,12 @@ class Busy(WitnessError):
     """The records are held by another program; nothing was kept; retry."""
 
 
+class StoreUnavailable(Busy):
+    """The chunk or bundle store could not be reached or failed (an object
+    store down, refusing, timing out): nothing was acknowledged and nothing
+    partial kept; retry shortly."""
+
+
 class NotReady(WitnessError):
     """The thing asked for does not exist yet (e.g. no manifest so far)."""
 
