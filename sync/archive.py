@@ -11,12 +11,15 @@ from crypto.keys import ServerKeys, load_or_create_server_keys
 
 from .database import Database
 from .settings import Settings
-from .storage import ChunkStore, FileChunkStore
+from .storage import BlobStore, ChunkStore, FileBlobStore, FileChunkStore
 from .timefmt import format_time, utc_now
+
+CHUNKS_FOLDER, BUNDLES_FOLDER = "chunks", "bundles"
 
 
 class Archive:
-    """Records (SQLite), chunk bytes (a `ChunkStore`), server keys and clock."""
+    """Records (SQLite), chunk bytes (a `ChunkStore`), copy bundles (a
+    `BlobStore`), server keys and clock."""
 
     def __init__(
         self,
@@ -24,6 +27,7 @@ class Archive:
         *,
         clock: Callable[[], datetime] = utc_now,
         chunk_store: ChunkStore | None = None,
+        blob_store: BlobStore | None = None,
         keys: ServerKeys | None = None,
     ):
         self.settings = settings
@@ -33,8 +37,25 @@ class Archive:
         # tokens it signs are dated by the same clock.
         self.keys = keys or load_or_create_server_keys(settings.keys_dir, now=clock())
         self.database = Database(settings.data_dir / "witness.sqlite3")
-        self.chunks = chunk_store or FileChunkStore(settings.data_dir / "chunks")
+        # Chosen here, and only here, from the settings (a test may hand in its own).
+        if chunk_store is None or blob_store is None:
+            chunks, blobs = open_stores(settings)
+            chunk_store, blob_store = chunk_store or chunks, blob_store or blobs
+        self.chunks: ChunkStore = chunk_store
+        self.blobs: BlobStore = blob_store
 
     def now(self) -> str:
         """The clock's current time in wire format."""
         return format_time(self.clock())
+
+
+def open_stores(settings: Settings) -> tuple[ChunkStore, BlobStore]:
+    """The chunk and bundle stores `settings.chunk_store` names: files under
+    the data folder (`chunks/`, `bundles/`) by default, or an S3 bucket.
+    Raises `ValueError` for a malformed `s3://` address."""
+    if settings.chunk_store is None:
+        return (FileChunkStore(settings.data_dir / CHUNKS_FOLDER),
+                FileBlobStore(settings.data_dir / BUNDLES_FOLDER))
+    from .s3 import open_s3_stores  # boto3 is loaded only when it is used
+
+    return open_s3_stores(settings.chunk_store, endpoint_url=settings.s3_endpoint_url)

@@ -18,7 +18,6 @@ bundles built after it).
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ from pathlib import Path
 from typing import Iterator
 
 from . import audit, bundle
-from .archive import Archive
-from .errors import BundleNotReady, InvalidInput, NotFound, NotPending
+from .archive import BUNDLES_FOLDER, Archive
+from .errors import BundleNotReady, InvalidInput, NotFound, NotPending, WitnessError
 from .identifiers import parse_canonical_uuid
 from .ingest import owned_recording
 from .paging import newest_first_page
@@ -38,7 +37,9 @@ COPY_STATES = ("pending", "approved", "denied", "building", "ready", "failed")
 LAWYER, CUSTODIAN = "lawyer", "custodian"
 MAX_CASE_REFERENCE = 200
 MAX_TEXT = 2000
-BUNDLES_FOLDER = "bundles"
+# Where a bundle is written while it is built, before it goes to the blob
+# store (decrypted footage: the same care as the bundles themselves).
+SCRATCH_FOLDER = "scratch"
 _TEMP_PREFIX = ".tmp-"
 
 
@@ -147,9 +148,10 @@ def _decide(archive: Archive, who: StaffMember, request_id: str, state: str, rea
 
 @dataclass(frozen=True)
 class ReadyBundle:
-    """A ready request's bundle as found when the download began."""
+    """A ready request's bundle as found when the download began: its name
+    in the blob store, the request, and its size."""
 
-    path: Path
+    name: str
     request: dict
     size: int
 
@@ -162,34 +164,33 @@ def ready_bundle(archive: Archive, who: StaffMember, request_id: str) -> ReadyBu
     """The bundle of a ready request the viewer may see. Raises `NotFound`
     and `BundleNotReady`."""
     row = _visible_row(archive, who, request_id)
-    path = bundle_path(archive, request_id)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        size = None
-    if row["state"] != "ready" or size is None:
-        raise BundleNotReady(_not_ready_message(row) if row["state"] != "ready"
-                             else "The bundle file is no longer on the server; ask for a new copy.")
-    return ReadyBundle(path, row, size)
+    if row["state"] != "ready":
+        raise BundleNotReady(_not_ready_message(row))
+    name = bundle_name(request_id)
+    size = archive.blobs.size(name)
+    if size is None:
+        raise BundleNotReady("The bundle file is no longer on the server; ask for a new copy.")
+    return ReadyBundle(name, row, size)
 
 
 def stream_bundle(archive: Archive, who: StaffMember, bundle: ReadyBundle, start: int, end: int, *,
                   partial: bool) -> Iterator[bytes]:
     """Audit the download (`copy.downloaded`, with the byte range) and return
-    the zip's bytes `start..end` (inclusive), read 1 MiB at a time."""
+    the zip's bytes `start..end` (inclusive), read 1 MiB at a time. Raises
+    `StoreUnavailable` if the blob store cannot be read now."""
     row = bundle.request
+    stream = archive.blobs.open(bundle.name, start, end)  # before the audit entry: a failure downloads nothing
     audit.record(archive, actor=who.actor, action="copy.downloaded", recording_id=row["recording_id"],
                  detail={"request_id": row["id"], "bundle_sha256": row["bundle_sha256"], "first_byte": start,
                          "last_byte": end, "bundle_size": bundle.size, "partial": partial})
-    return _read_range(bundle.path, start, end)
+    return _read_range(stream, end - start + 1)
 
 
-def _read_range(path: Path, start: int, end: int, block: int = 1 << 20) -> Iterator[bytes]:
-    with open(path, "rb") as zipped:
-        zipped.seek(start)
-        left = end - start + 1
+def _read_range(stream, length: int, block: int = 1 << 20) -> Iterator[bytes]:
+    with stream:
+        left = length
         while left > 0:
-            data = zipped.read(min(block, left))
+            data = stream.read(min(block, left))
             if not data:
                 return
             left -= len(data)
@@ -246,8 +247,14 @@ def bundle_filename(row: dict) -> str:
     return f"witness-copy-{row['recording_id']}-{row['id'][:8]}.zip"
 
 
+def bundle_name(request_id: str) -> str:
+    """A request's bundle's name in the blob store."""
+    return f"{request_id}.zip"
+
+
 def bundle_path(archive: Archive, request_id: str) -> Path:
-    return archive.settings.data_dir / BUNDLES_FOLDER / f"{request_id}.zip"
+    """Where the local-file blob store (the default) keeps a request's bundle."""
+    return archive.settings.data_dir / BUNDLES_FOLDER / bundle_name(request_id)
 
 
 def _text(value, field: str, max_chars: int, *, one_line: bool = False) -> str:
@@ -283,8 +290,9 @@ def build_approved_bundles(archive: Archive, limit: int = 5) -> list[str]:
 
 def build_bundle(archive: Archive, request_id: str) -> bool:
     """Build one approved request's bundle: `building`, then `ready` (or
-    `failed`). The zip is written to a temporary file, fsync'd and renamed
-    into place, so a bundle that exists is whole. Returns True when ready."""
+    `failed`). The zip is written to a scratch file, then handed to the blob
+    store (files: fsync'd and renamed into place; S3: uploaded in parts), so
+    a bundle that exists is whole. Returns True when ready."""
     with archive.database.transaction() as db:
         row = next(iter(db.query("SELECT * FROM copy_requests WHERE id = ?", [request_id])), None)
         if row is None or row["state"] != "approved":
@@ -293,17 +301,16 @@ def build_bundle(archive: Archive, request_id: str) -> bool:
         db.execute("UPDATE copy_requests SET state = 'building', updated_at = ? WHERE id = ?", [now, request_id])
         audit.append_entry(db, at=now, actor="system", action="copy.build_started",
                            recording_id=row["recording_id"], detail={"request_id": request_id})
-    folder = archive.settings.data_dir / BUNDLES_FOLDER
+    folder = archive.settings.data_dir / SCRATCH_FOLDER
     folder.mkdir(mode=0o700, exist_ok=True)
     temporary = folder / f"{_TEMP_PREFIX}{request_id}-{secrets.token_hex(4)}.zip"
     try:
         facts = bundle.write_bundle(archive, row, temporary)
-        _fsync_file(temporary)
-        os.replace(temporary, bundle_path(archive, request_id))
-        _fsync_folder(folder)
+        archive.blobs.put_file(bundle_name(request_id), temporary)
     except Exception as exc:
         temporary.unlink(missing_ok=True)
-        reason = str(exc) if isinstance(exc, (bundle.BundleFailed, OSError)) else "an unexpected error (logged)"
+        reason = str(exc) if isinstance(exc, (bundle.BundleFailed, OSError, WitnessError)) \
+            else "an unexpected error (logged)"
         log.exception("building the bundle of copy request %s failed", request_id)
         _finish(archive, row, "failed", {"failure": reason}, action="copy.failed", detail={"failure": reason})
         return False
@@ -329,11 +336,16 @@ def _finish(archive: Archive, row: dict, state: str, columns: dict, *, action: s
 def resume_interrupted_builds(archive: Archive) -> int:
     """At scheduler take-over: requests left `building` by a process that
     died go back to `approved` (to be built again), and half-written zips
-    are removed. Returns how many requests were put back."""
-    folder = archive.settings.data_dir / BUNDLES_FOLDER
+    (scratch files, the blob store's unfinished writes) are removed.
+    Returns how many requests were put back."""
+    folder = archive.settings.data_dir / SCRATCH_FOLDER
     if folder.is_dir():
         for leftover in folder.glob(f"{_TEMP_PREFIX}*"):
             leftover.unlink(missing_ok=True)
+    try:
+        archive.blobs.remove_unfinished()
+    except (OSError, WitnessError):  # the store is down: the next take-over tries again
+        log.warning("could not discard unfinished bundle uploads", exc_info=True)
     with archive.database.transaction() as db:
         rows = list(db.query("SELECT id, recording_id FROM copy_requests WHERE state = 'building'"))
         now = archive.now()
@@ -342,15 +354,3 @@ def resume_interrupted_builds(archive: Archive) -> int:
             audit.append_entry(db, at=now, actor="system", action="copy.build_interrupted",
                                recording_id=row["recording_id"], detail={"request_id": row["id"]})
     return len(rows)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_folder(path: Path) -> None:
-    _fsync_file(path)

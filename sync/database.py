@@ -29,7 +29,7 @@ import sqlite_utils
 from .errors import Busy, StorageFull
 from .timefmt import format_time, utc_now
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_ORGANISATION_ID = 1
 
 
@@ -343,6 +343,18 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         foreign_keys=[("recording_id", "recordings", "id")],
         if_not_exists=True,
     )
+    # Every removal of a stored chunk (an unacknowledged leftover, a damaged
+    # chunk quarantined) is announced here before the store is asked, and
+    # marked done after; an upload whose name a removal touched is refused
+    # rather than committed without its object (sync/ingest.py). seq only
+    # grows (AUTOINCREMENT), so "announced since I looked" is a comparison.
+    db.execute("""CREATE TABLE IF NOT EXISTS chunk_removals (
+                      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                      recording_id TEXT NOT NULL,
+                      name TEXT NOT NULL,
+                      announced_at TEXT NOT NULL,
+                      done_at TEXT)""")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_chunk_removals_name ON chunk_removals (recording_id, name)")
     db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
     _add_missing_columns(db)
     for table, columns in {
@@ -367,7 +379,7 @@ def _add_missing_columns(db: sqlite_utils.Database) -> None:
     (everything existing joins the default one), staff sessions and TOTP,
     recording counters (computed from the chunks held) and audit chain
     columns; version 3 the manifests' time-stamp tokens (`copy_requests` is
-    a new table, made above)."""
+    a new table, made above); version 4 only a new table (`chunk_removals`)."""
     added = {
         "devices": {"organisation_id": int, "revoked_by": str},
         "staff": {"organisation_id": int, "session_generation": int, "totp_secret": bytes,

@@ -7,13 +7,14 @@ from __future__ import annotations
 import shutil
 
 from .archive import Archive
+from .storage import LocalChunkDisk
 
 
 def disk_free_bytes(archive: Archive) -> int:
     """Free bytes on the emptiest disk the server writes to: the records'
     folder, and the chunk store's when it has a disk of its own."""
     free = shutil.disk_usage(archive.settings.data_dir).free
-    store_free = archive.chunks.free_bytes()
+    store_free = archive.chunks.free_bytes() if isinstance(archive.chunks, LocalChunkDisk) else None
     return free if store_free is None else min(free, store_free)
 
 

