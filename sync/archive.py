@@ -52,10 +52,17 @@ class Archive:
 def open_stores(settings: Settings) -> tuple[ChunkStore, BlobStore]:
     """The chunk and bundle stores `settings.chunk_store` names: files under
     the data folder (`chunks/`, `bundles/`) by default, or an S3 bucket.
-    Raises `ValueError` for a malformed `s3://` address."""
+    Raises `ValueError` for a malformed `s3://` address, and for S3 while
+    chunk files are still in the data folder: the records would point at
+    chunks the bucket lacks, and reconciliation would write them all off."""
     if settings.chunk_store is None:
         return (FileChunkStore(settings.data_dir / CHUNKS_FOLDER),
                 FileBlobStore(settings.data_dir / BUNDLES_FOLDER))
+    local = settings.data_dir / CHUNKS_FOLDER
+    if local.is_dir() and any(entry.is_dir() and not entry.name.startswith(".") for entry in local.iterdir()):
+        raise ValueError(f"WITNESS_CHUNK_STORE is {settings.chunk_store} but {local} still holds chunk files: "
+                         "copy them into the bucket (under <prefix>chunks/) and move that folder away first, "
+                         "or unset WITNESS_CHUNK_STORE")
     from .s3 import open_s3_stores  # boto3 is loaded only when it is used
 
     return open_s3_stores(settings.chunk_store, endpoint_url=settings.s3_endpoint_url)
