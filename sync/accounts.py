@@ -27,10 +27,10 @@ from crypto.signing import load_device_public_key
 
 from . import audit
 from .archive import Archive
-from .database import DEFAULT_ORGANISATION_ID
 from .errors import EnrollmentRefused, Forbidden, InvalidInput, NotFound, OwnAccountElsewhere
 from .identifiers import parse_canonical_uuid
 from .paging import make_cursor, read_cursor, split_page
+from .records import DEFAULT_ORGANISATION_ID, insert_row, one_row
 
 STAFF_ROLES = ("observer", "lawyer", "custodian")
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
@@ -59,10 +59,11 @@ def create_organisation(archive: Archive, slug: str, name: str, *, actor: str = 
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
         raise InvalidInput("invalid_name", "An organisation's name is 1-200 characters.")
     with archive.database.transaction() as db:
-        if next(iter(db.query("SELECT 1 FROM organisations WHERE slug = ?", [slug])), None):
+        if one_row(db, "SELECT 1 FROM organisations WHERE slug = ?", [slug]):
             raise InvalidInput("slug_taken", f"An organisation named {slug!r} already exists.")
         now = archive.now()
-        organisation_id = db["organisations"].insert({"slug": slug, "name": name.strip(), "created_at": now}).last_pk
+        organisation_id = insert_row(db, "organisations", {"slug": slug, "name": name.strip(), "created_at": now},
+                                     returning="id")
         audit.append_entry(db, at=now, actor=actor, action="organisation.created", organisation_id=organisation_id,
                            detail={"slug": slug, "name": name.strip()})
     return organisation(archive, organisation_id)
@@ -118,8 +119,8 @@ def register_device(
     device_id = str(uuid.uuid4())
     with archive.database.transaction() as db:
         if enrollment_code is not None:
-            code = next(iter(db.query("SELECT organisation_id, revoked_at FROM enrollment_codes WHERE code = ?",
-                                      [enrollment_code])), None)
+            code = one_row(db, "SELECT organisation_id, revoked_at FROM enrollment_codes WHERE code = ?",
+                                      [enrollment_code])
             if code is None or code["revoked_at"] is not None:
                 raise EnrollmentRefused("That enrollment code is not valid on this server; ask the organisation "
                                         "for a current one.")
@@ -129,8 +130,8 @@ def register_device(
         else:
             raise EnrollmentRefused("This server needs an enrollment code; ask the organisation running it.")
         now = archive.now()
-        db["devices"].insert({"id": device_id, "organisation_id": organisation_id, "created_at": now,
-                              "public_key_pem": public_key_pem, "enrollment_code": enrollment_code})
+        insert_row(db, "devices", {"id": device_id, "organisation_id": organisation_id, "created_at": now,
+                                   "public_key_pem": public_key_pem, "enrollment_code": enrollment_code})
         audit.append_entry(db, at=now, actor=f"device:{device_id}", action="device.registered",
                            organisation_id=organisation_id,
                            detail={"signs_chunks": public_key_pem is not None,
@@ -170,8 +171,8 @@ def revoke_device(archive: Archive, organisation_id: int, device_id: str, *, act
     what it uploaded stays. Revoking a revoked device changes nothing.
     Raises `NotFound` for a device of another organisation or none."""
     with archive.database.transaction() as db:
-        row = next(iter(db.query("SELECT * FROM devices WHERE id = ? AND organisation_id = ?",
-                                 [device_id, organisation_id])), None)
+        row = one_row(db, "SELECT * FROM devices WHERE id = ? AND organisation_id = ?",
+                                 [device_id, organisation_id])
         if row is None:
             raise NotFound("No such device.")
         if row["revoked_at"] is None:
@@ -216,8 +217,8 @@ def create_enrollment_code(archive: Archive, note: str = "", *, organisation_id:
     code = secrets.token_urlsafe(12)
     with archive.database.transaction() as db:
         now = archive.now()
-        db["enrollment_codes"].insert({"code": code, "organisation_id": organisation_id, "created_at": now,
-                                       "note": note, "created_by": actor})
+        insert_row(db, "enrollment_codes", {"code": code, "organisation_id": organisation_id, "created_at": now,
+                                            "note": note, "created_by": actor})
         # The code itself stays out of the log: the log is read more widely.
         audit.append_entry(db, at=now, actor=actor, action="enrollment_code.created",
                            organisation_id=organisation_id, detail={"note": note, "code_prefix": code[:4]})
@@ -250,8 +251,8 @@ def revoke_enrollment_code(archive: Archive, organisation_id: int, code: str, *,
     if not isinstance(code, str) or not _ENROLLMENT_CODE.fullmatch(code):
         raise NotFound("No such enrollment code.")
     with archive.database.transaction() as db:
-        row = next(iter(db.query("SELECT revoked_at FROM enrollment_codes WHERE code = ? AND organisation_id = ?",
-                                 [code, organisation_id])), None)
+        row = one_row(db, "SELECT revoked_at FROM enrollment_codes WHERE code = ? AND organisation_id = ?",
+                                 [code, organisation_id])
         if row is None:
             raise NotFound("No such enrollment code.")
         if row["revoked_at"] is None:
@@ -362,13 +363,13 @@ def create_staff_user(archive: Archive, username: str, role: str, password: str,
         raise InvalidInput("invalid_role", f"role must be one of {', '.join(STAFF_ROLES)}.")
     password_hash = hash_password(check_new_password(password, username=username))
     with archive.database.transaction() as db:
-        if next(iter(db.query("SELECT 1 FROM staff WHERE username = ?", [username])), None):
+        if one_row(db, "SELECT 1 FROM staff WHERE username = ?", [username]):
             raise InvalidInput("username_taken", f"A user named {username!r} already exists on this server.")
         now = archive.now()
-        staff_id = db["staff"].insert({
+        staff_id = insert_row(db, "staff", {
             "organisation_id": organisation_id, "username": username, "role": role,
             "password_hash": password_hash, "created_at": now, "session_generation": 0,
-        }).last_pk
+        }, returning="id")
         audit.append_entry(db, at=now, actor=actor, action="staff.created", organisation_id=organisation_id,
                            detail={"username": username, "role": role})
     return staff_account(archive, organisation_id, staff_id)
@@ -439,8 +440,8 @@ def update_staff(archive: Archive, organisation_id: int, staff_id: int, changes,
                                                          username=target["username"] if target else None))
     actor = f"staff:{by['username']}"
     with archive.database.transaction() as db:
-        row = next(iter(db.query("SELECT * FROM staff WHERE id = ? AND organisation_id = ?",
-                                 [staff_id, organisation_id])), None)
+        row = one_row(db, "SELECT * FROM staff WHERE id = ? AND organisation_id = ?",
+                                 [staff_id, organisation_id])
         if row is None:
             raise NotFound("No such user.")
         if row["id"] == by["id"] and (changes.get("disabled") is True
@@ -472,7 +473,8 @@ def update_staff(archive: Archive, organisation_id: int, staff_id: int, changes,
         if end_sessions:
             updates["session_generation"] = (row["session_generation"] or 0) + 1
         if updates:
-            db["staff"].update(staff_id, updates)
+            db.execute(f"UPDATE staff SET {', '.join(f'{column} = ?' for column in updates)} WHERE id = ?",
+                       [*updates.values(), staff_id])
     return staff_account(archive, organisation_id, staff_id)
 
 

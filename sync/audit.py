@@ -23,21 +23,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
-import sqlite_utils
-
 from crypto.hashing import canonical_json
 
 from .archive import Archive
 from .errors import InvalidInput
 from .evidence.custody import ENTRY_FIELDS, GENESIS, entry_digest, public_entry
 from .paging import make_cursor, read_cursor, split_page
+from .records import Unit, upsert_row
 from .timefmt import normalize_time
 
 _HEAD_KEY = "audit_head"
 
 
 def append_entry(
-    db: sqlite_utils.Database,
+    db: Unit,
     *,
     at: str,
     actor: str,
@@ -72,12 +71,9 @@ def append_entry(
         "recording_prev_sha256": recording_prev,
     }
     entry["sha256"] = entry_digest(entry)
-    # Plain SQL: sqlite-utils' insert/upsert look up the table's columns on
-    # every call, and this runs for every chunk acknowledged.
     db.execute(f"INSERT INTO audit ({', '.join(ENTRY_FIELDS)}) VALUES ({', '.join('?' for _ in ENTRY_FIELDS)})",
                [entry[column] for column in ENTRY_FIELDS])
-    db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-               [_HEAD_KEY, f"{entry['id']}:{entry['sha256']}"])
+    upsert_row(db, "meta", {"key": _HEAD_KEY, "value": f"{entry['id']}:{entry['sha256']}"}, key=["key"])
     return entry
 
 
@@ -133,7 +129,7 @@ def list_entries(archive: Archive, organisation_id: int | None, filters: AuditFi
         where.append("id < ?" if newest_first else "id > ?")
         params.append(read_cursor(f"audit-{order}", cursor, (int,))[0])
     rows = archive.database.query(
-        f"SELECT * FROM audit WHERE {' AND '.join(where) or '1'} ORDER BY id {order} LIMIT ?", [*params, limit + 1])
+        f"SELECT * FROM audit WHERE {' AND '.join(where) or '1 = 1'} ORDER BY id {order} LIMIT ?", [*params, limit + 1])
     rows, next_cursor = split_page(rows, limit, lambda last: make_cursor(f"audit-{order}", last["id"]))
     return [public_entry(row) for row in rows], next_cursor
 

@@ -69,6 +69,7 @@ from .errors import (
     WitnessError,
 )
 from .identifiers import parse_canonical_uuid
+from .records import insert_row
 from .storage import LocalChunkDisk
 from .timefmt import format_time, normalize_time
 
@@ -190,7 +191,7 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
             "chunk_count": 0,
             "footage_size": 0,
         }
-        db["recordings"].insert(row)
+        insert_row(db, "recordings", row)
         audit.append_entry(db, at=now, actor=f"device:{device_id}", action="recording.created",
                            recording_id=recording_id, detail={"content_type": content_type, "started_at": started_at})
     if isinstance(archive.chunks, LocalChunkDisk):
@@ -318,8 +319,6 @@ def accept_chunk(
                 if _removal_announced_since(db, recording_id, name, horizon):
                     raise Busy(_REMOVAL_UNDER_WAY)
                 now = archive.now()
-                # Plain SQL on this path: sqlite-utils' insert reads the
-                # table's columns on every call.
                 db.execute(
                     """INSERT INTO chunks (recording_id, idx, final, size, sha256, ciphertext_size,
                                            ciphertext_sha256, received_at, captured_at, device_signature)
@@ -331,8 +330,9 @@ def accept_chunk(
                            first_received_at = COALESCE(first_received_at, :now),
                            last_received_at = :now, last_activity_at = :now,
                            chunk_count = chunk_count + 1, footage_size = footage_size + :size,
-                           max_index = MAX(COALESCE(max_index, -1), :idx),
-                           final_index = CASE WHEN :final THEN :idx ELSE final_index END,
+                           max_index = CASE WHEN max_index IS NULL OR max_index < :idx THEN :idx
+                                            ELSE max_index END,
+                           final_index = CASE WHEN :final = 1 THEN :idx ELSE final_index END,
                            state = 'receiving'
                        WHERE id = :id""",
                     {"now": now, "final": int(final), "idx": index, "id": recording_id, "size": len(plaintext)},
