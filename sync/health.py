@@ -10,10 +10,7 @@ details (paths, error messages), which go to the log instead.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -22,12 +19,12 @@ from typing import Callable
 from .archive import Archive
 from .disk import below_watermark, disk_free_bytes
 from .finalize import finalization_lag_seconds
+from .leader import open_leader_lock
 
 log = logging.getLogger("witness.health")
 
 # The checks of `readiness`, in the order they are run and shown.
 CHECKS = ("records", "chunk_store", "disk", "scheduler")
-SCHEDULER_LOCK = "scheduler.lock"
 
 
 class _RolledBack(Exception):
@@ -35,28 +32,9 @@ class _RolledBack(Exception):
 
 
 def leader_present(archive: Archive) -> bool:
-    """Whether some process holds the scheduler's lock (sync/scheduler.py),
-    asked without disturbing it: a shared, non-blocking `flock` on a
-    descriptor of our own fails while the leader holds its exclusive lock
-    (even when the leader is this very process: flock locks belong to open
-    file descriptions). If nobody leads, the shared lock is taken and let go
-    at once; a process waiting to lead just waits that much longer."""
-    path = archive.settings.data_dir / SCHEDULER_LOCK
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False  # no process ever competed to lead
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return True
-        raise
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    """Whether some process holds the scheduler's leader lock
+    (sync/scheduler.py), asked without disturbing it (sync/leader.py)."""
+    return open_leader_lock(archive.settings.data_dir, getattr(archive.settings, "database_url", None)).someone_leads()
 
 
 def _check_records(archive: Archive) -> bool:

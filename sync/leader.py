@@ -18,6 +18,7 @@ half a minute). `open_leader_lock` chooses one; nothing else does.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -40,6 +41,10 @@ class LeaderLock(Protocol):
 
     def release(self) -> None:
         """Give the lock up (another process may take it at once)."""
+
+    def someone_leads(self) -> bool:
+        """Whether any process holds the lock (this one included), asked
+        without disturbing the holder or the candidates."""
 
 
 def open_leader_lock(data_dir: Path, database_url: str | None = None) -> LeaderLock:
@@ -85,6 +90,28 @@ class FileLeaderLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def someone_leads(self) -> bool:
+        # A shared, non-blocking flock on a descriptor of our own fails while
+        # the leader holds its exclusive lock (even when the leader is this
+        # very process: flock locks belong to open file descriptions). If
+        # nobody leads, the shared lock is taken and let go at once; a
+        # process waiting to lead just waits that much longer.
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False  # no process ever competed to lead
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
 
 
 class PostgresLeaderLock:
@@ -143,6 +170,24 @@ class PostgresLeaderLock:
 
     def release(self) -> None:
         self._drop()
+
+    def someone_leads(self) -> bool:
+        """Raises `Busy` when the database cannot be reached."""
+        import psycopg
+
+        from .errors import Busy
+
+        # An advisory lock on a bigint key shows in pg_locks as its high and
+        # low 32 bits (classid, objid) with objsubid 1.
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                return conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                    "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1)",
+                    [LEADER_LOCK_KEY >> 32, LEADER_LOCK_KEY & 0xFFFFFFFF]).fetchone()[0]
+        except psycopg.Error as exc:
+            raise Busy("The records' database cannot be reached to see who leads.") from exc
 
     def _drop(self) -> None:
         with self._guard:

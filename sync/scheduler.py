@@ -3,26 +3,29 @@ reconciliation and the expiry of unused devices, run by APScheduler in
 exactly one process however many gunicorn workers serve.
 
 Every process that starts the app calls `start_background_jobs`; each starts
-a daemon thread that waits for an exclusive `flock` on
-`<data>/scheduler.lock`. The one holding it runs the scheduler; the others
-wait. If that process dies (even by kill -9) the kernel releases the lock and
-a waiting process takes over, so no second process has to be remembered.
-The leader writes its process id into the lock file.
+a daemon thread that competes for the leader lock (sync/leader.py: an
+exclusive `flock` on `<data>/scheduler.lock` by default, a PostgreSQL
+advisory lock beside PostgreSQL records). The one holding it runs the
+scheduler; the others wait. If that process dies (even by kill -9) the lock
+is freed and a waiting process takes over, so no second process has to be
+remembered. A leader that finds it no longer holds the lock (its database
+session lost) stops its jobs and competes again.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
 
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .archive import Archive
 from .copies import build_approved_bundles, resume_interrupted_builds
 from .expiry import expire_unused_devices
 from .finalize import finalize_due_recordings
+from .leader import LeaderLock, open_leader_lock
 from .reconcile import reconcile_storage
 from .timestamps import ExternalStampingJob, backfill_builtin_tokens
 
@@ -31,17 +34,19 @@ log = logging.getLogger("witness.scheduler")
 logging.getLogger("apscheduler").setLevel(logging.WARNING)
 _RECONCILE_EVERY_SECONDS = 3600
 _EXPIRE_DEVICES_EVERY_SECONDS = 3600
+_CHECK_LEADERSHIP_EVERY_SECONDS = 5
 
 
 class BackgroundJobs:
     """Handle on the leader-election thread and, once leader, the scheduler."""
 
-    def __init__(self, archive: Archive):
+    def __init__(self, archive: Archive, lock: LeaderLock | None = None):
         self.archive = archive
+        self.lock = lock or open_leader_lock(archive.settings.data_dir,
+                                             getattr(archive.settings, "database_url", None))
         self.scheduler: BackgroundScheduler | None = None
         self.is_leader = threading.Event()
         self._stop = threading.Event()
-        self._lock_fd: int | None = None
         self._thread = threading.Thread(target=self._run, name="witness-scheduler-leader", daemon=True)
 
     def start(self) -> "BackgroundJobs":
@@ -49,16 +54,23 @@ class BackgroundJobs:
         return self
 
     def _run(self) -> None:
-        path = self.archive.settings.data_dir / "scheduler.lock"
-        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # blocks until we lead
-        if self._stop.is_set():
-            return
-        # Say who leads, for operators: `cat <data>/scheduler.lock`.
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
-        log.info("process %d runs the background jobs", os.getpid())
-        run_startup_jobs(self.archive)
+        while self.lock.acquire(self._stop):  # blocks until we lead, or are told to stop
+            log.info("process %d runs the background jobs", os.getpid())
+            run_startup_jobs(self.archive)
+            self.scheduler = self._start_scheduler()
+            self.is_leader.set()
+            while not self._stop.wait(_CHECK_LEADERSHIP_EVERY_SECONDS):
+                if not self.lock.holds():
+                    log.error("process %d lost the leader lock: its background jobs stop, and it competes again",
+                              os.getpid())
+                    break
+            self.is_leader.clear()
+            self._shutdown_scheduler()
+            if self._stop.is_set():
+                return
+            self.lock.release()
+
+    def _start_scheduler(self) -> BackgroundScheduler:
         scheduler = BackgroundScheduler(daemon=True)
         scheduler.add_job(run_finalizer, "interval", args=[self.archive],
                           seconds=self.archive.settings.scheduler_interval_seconds,
@@ -78,15 +90,20 @@ class BackgroundJobs:
                               seconds=self.archive.settings.scheduler_interval_seconds,
                               id="external_time_stamps", max_instances=1, coalesce=True)
         scheduler.start()
-        self.scheduler = scheduler
-        self.is_leader.set()
+        return scheduler
+
+    def _shutdown_scheduler(self) -> None:
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            try:
+                scheduler.shutdown(wait=True)
+            except SchedulerNotRunningError:
+                pass
 
     def stop(self) -> None:
         self._stop.set()
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
+        self._shutdown_scheduler()
+        self.lock.release()
 
 
 def start_background_jobs(archive: Archive) -> BackgroundJobs:

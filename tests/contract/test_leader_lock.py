@@ -88,3 +88,17 @@ def test_a_leader_whose_database_restarted_knows_it_no_longer_leads(own_postgres
     assert not again.wait(1.0)
     stop.set()
     other.release()
+
+
+def test_anyone_can_ask_whether_someone_leads_without_disturbing_it(lock_spec):
+    holder, onlooker, candidate = (open_leader_lock(lock_spec) for _ in range(3))
+    assert not onlooker.someone_leads()
+    assert holder.acquire(threading.Event())
+    assert onlooker.someone_leads() and holder.someone_leads()  # the holder asking itself too
+    assert holder.holds()
+    _, leads = compete(candidate, stop := threading.Event())
+    holder.release()
+    assert leads.wait(10) and onlooker.someone_leads()
+    candidate.release()
+    stop.set()
+    assert not onlooker.someone_leads()
