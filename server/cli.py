@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from sync import accounts, audit, finalize, reconcile
-from sync.errors import InvalidInput, NotFound
+from sync import accounts, audit, backup, finalize, reconcile
+from sync.errors import InvalidInput, NotFound, WitnessError
 
 witness = AppGroup("witness", help="Operate the Witness Sync server.")
 
@@ -138,3 +139,56 @@ def audit_verify():
         click.echo(f"note: {note}")
     click.echo("Record the head somewhere else (a notebook, an e-mail to yourself): a later check that ends "
                "at an older head means newest entries were removed.")
+
+
+def _say(line: str) -> None:
+    click.echo(line)
+
+
+@witness.command("backup")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def backup_command(folder: Path):
+    """Back the archive up into FOLDER (new or empty) while the server serves:
+    the records (a consistent snapshot) and every chunk they name, each
+    chunk's SHA-256 and the audit chains checked; BACKUP.json is written last.
+    Never the keys (back them up apart) nor copy bundles. Exits 1 naming a
+    mismatch (and writes no BACKUP.json), 2 for a folder that is not empty."""
+    try:
+        summary = backup.backup(_archive(), folder, _say)
+    except backup.UsageProblem as exc:
+        click.echo(f"backup refused: {exc.message}", err=True)
+        sys.exit(2)
+    except (backup.Mismatch, WitnessError) as exc:
+        click.echo(f"backup FAILED: {exc.message}", err=True)
+        click.echo(f"{folder} holds an unfinished backup (no {backup.INDEX_FILE}); remove it.", err=True)
+        sys.exit(1)
+    click.echo(f"backup complete in {summary.seconds:.1f} s: {summary.counts['recordings']} recordings, "
+               f"{summary.counts['chunks']} chunks ({summary.chunk_bytes} bytes), "
+               f"{summary.counts['audit']} audit entries, head entry {summary.audit_head['id']} "
+               f"sha256 {summary.audit_head['sha256']}")
+    click.echo(f"records sha256 {summary.records_sha256}; the keys are not in it: back "
+               f"{_archive().settings.keys_dir} up apart.")
+
+
+@witness.command("restore")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def restore_command(folder: Path):
+    """Restore a backup FOLDER into WITNESS_DATA_DIR (which must hold no
+    records; no server running on it) and the configured chunk store. Every
+    check runs before anything is put in place; exits 1 naming a mismatch
+    (nothing written), 2 when the data folder or the keys do not fit."""
+    try:
+        summary = backup.restore(_archive(), folder, _say)
+    except backup.UsageProblem as exc:
+        click.echo(f"restore refused: {exc.message}", err=True)
+        sys.exit(2)
+    except (backup.Mismatch, WitnessError) as exc:
+        click.echo(f"restore FAILED: {exc.message}", err=True)
+        click.echo("nothing was put into the data folder.", err=True)
+        sys.exit(1)
+    click.echo(f"restore complete in {summary.seconds:.1f} s: {summary.counts['recordings']} recordings, "
+               f"{summary.counts['chunks']} chunks ({summary.chunk_bytes} bytes), "
+               f"{summary.counts['audit']} audit entries, head entry {summary.audit_head['id']} "
+               f"sha256 {summary.audit_head['sha256']}")
+    click.echo("copy bundles are not in a backup: a restored ready request's download answers "
+               "bundle_not_ready until a new request builds a new one. Start the server with the same keys.")
