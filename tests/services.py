@@ -103,7 +103,7 @@ class SeaweedFS:
             try:
                 probe.create_bucket(Bucket="witness-startup-probe")
             except Exception as exc:  # not up yet, or the bucket is there from an earlier start
-                if getattr(exc, "response", {}).get("Error", {}).get("Code") not in (
+                if (getattr(exc, "response", None) or {}).get("Error", {}).get("Code") not in (
                         "BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
                     time.sleep(0.2)
                     continue
