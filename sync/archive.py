@@ -9,7 +9,8 @@ from typing import Callable
 
 from crypto.keys import ServerKeys, load_or_create_server_keys
 
-from .database import Database
+from .leader import LeaderLock, open_leader_lock
+from .records import Records, open_records
 from .settings import Settings
 from .storage import BlobStore, ChunkStore, FileBlobStore, FileChunkStore
 from .timefmt import format_time, utc_now
@@ -18,7 +19,7 @@ CHUNKS_FOLDER, BUNDLES_FOLDER = "chunks", "bundles"
 
 
 class Archive:
-    """Records (SQLite), chunk bytes (a `ChunkStore`), copy bundles (a
+    """Records (SQLite or PostgreSQL), chunk bytes (a `ChunkStore`), copy bundles (a
     `BlobStore`), server keys and clock."""
 
     def __init__(
@@ -36,7 +37,10 @@ class Archive:
         # The TSA certificate, when made now, starts at this clock's time: the
         # tokens it signs are dated by the same clock.
         self.keys = keys or load_or_create_server_keys(settings.keys_dir, now=clock())
-        self.database = Database(settings.data_dir / "witness.sqlite3")
+        # Chosen here, and only here, from the settings: SQLite in the data
+        # folder, or PostgreSQL at WITNESS_DATABASE_URL. Migrated on open; a
+        # newer schema is refused (SchemaTooNew).
+        self.database: Records = open_records(settings.data_dir, settings.database_url)
         # Chosen here, and only here, from the settings (a test may hand in its own).
         if chunk_store is None or blob_store is None:
             chunks, blobs = open_stores(settings)
@@ -47,6 +51,12 @@ class Archive:
     def now(self) -> str:
         """The clock's current time in wire format."""
         return format_time(self.clock())
+
+    def leader_lock(self) -> LeaderLock:
+        """A new handle on the lock whose holder runs the background jobs:
+        beside PostgreSQL records, an advisory lock every node shares; else
+        a `flock` in the data folder."""
+        return open_leader_lock(self.settings.data_dir, self.settings.database_url)
 
 
 def open_stores(settings: Settings) -> tuple[ChunkStore, BlobStore]:

@@ -19,7 +19,6 @@ from typing import Callable
 from .archive import Archive
 from .disk import below_watermark, disk_free_bytes
 from .finalize import finalization_lag_seconds
-from .leader import open_leader_lock
 
 log = logging.getLogger("witness.health")
 
@@ -34,7 +33,7 @@ class _RolledBack(Exception):
 def leader_present(archive: Archive) -> bool:
     """Whether some process holds the scheduler's leader lock
     (sync/scheduler.py), asked without disturbing it (sync/leader.py)."""
-    return open_leader_lock(archive.settings.data_dir, getattr(archive.settings, "database_url", None)).someone_leads()
+    return archive.leader_lock().someone_leads()
 
 
 def _check_records(archive: Archive) -> bool:

@@ -25,7 +25,7 @@ from .archive import Archive
 from .copies import build_approved_bundles, resume_interrupted_builds
 from .expiry import expire_unused_devices
 from .finalize import finalize_due_recordings
-from .leader import LeaderLock, open_leader_lock
+from .leader import LeaderLock
 from .reconcile import reconcile_storage
 from .timestamps import ExternalStampingJob, backfill_builtin_tokens
 
@@ -42,8 +42,7 @@ class BackgroundJobs:
 
     def __init__(self, archive: Archive, lock: LeaderLock | None = None):
         self.archive = archive
-        self.lock = lock or open_leader_lock(archive.settings.data_dir,
-                                             getattr(archive.settings, "database_url", None))
+        self.lock = lock or archive.leader_lock()
         self.scheduler: BackgroundScheduler | None = None
         self.is_leader = threading.Event()
         self._stop = threading.Event()

@@ -55,6 +55,9 @@ class Settings:
     # s3://bucket/prefix (sync/s3.py) at s3_endpoint_url (None: AWS itself).
     chunk_store: str | None = None
     s3_endpoint_url: str | None = None
+    # Where the records live: None for SQLite in data_dir, or a
+    # postgresql:// URL (sync/records/postgres.py); the leader lock follows.
+    database_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -85,6 +88,7 @@ class Settings:
             background_jobs=_flag(env, "WITNESS_BACKGROUND_JOBS", True),
             chunk_store=env.get("WITNESS_CHUNK_STORE") or None,
             s3_endpoint_url=env.get("WITNESS_S3_ENDPOINT_URL") or None,
+            database_url=env.get("WITNESS_DATABASE_URL") or None,
         )
         values.update(overrides)
         settings = cls(**values)
@@ -103,6 +107,10 @@ class Settings:
             if settings.chunk_store is None:
                 raise ValueError("WITNESS_S3_ENDPOINT_URL is set but WITNESS_CHUNK_STORE is not: chunks would "
                                  "stay in local files; set WITNESS_CHUNK_STORE=s3://bucket/prefix")
+        if settings.database_url is not None and not settings.database_url.startswith(
+                ("postgresql://", "postgres://")):
+            raise ValueError("WITNESS_DATABASE_URL must be a postgresql:// URL (or unset for SQLite in "
+                             "WITNESS_DATA_DIR)")
         if settings.tsa_url is not None:
             if not settings.tsa_url.startswith(("http://", "https://")):
                 raise ValueError(f"WITNESS_TSA_URL must be an http:// or https:// URL, not {settings.tsa_url!r}")

@@ -113,3 +113,18 @@ class PostgreSQL:
     def log(self) -> str:
         path = self.host_dir / "server.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+_shared: PostgreSQL | None = None
+
+
+def shared_cluster() -> PostgreSQL:
+    """One cluster for the whole test process, started on first use and
+    removed when the process exits (for servers made outside fixtures)."""
+    global _shared
+    if _shared is None:
+        import atexit
+
+        _shared = PostgreSQL(Path(tempfile.mkdtemp(prefix="wpg-logs-"))).start()
+        atexit.register(_shared.remove)
+    return _shared

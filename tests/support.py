@@ -56,6 +56,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_DATABASES: dict[str, str] = {}  # server root -> its PostgreSQL database (WITNESS_TEST_RECORDS)
+
+
 class ServerProcess:
     """The server as `scripts/serve` runs it, on 127.0.0.1 with its own data
     and keys folders: `witness-serve`, nginx in front of two gunicorn pools
@@ -82,6 +85,17 @@ class ServerProcess:
             "WITNESS_MIN_FREE_BYTES": str(16 * 1024 * 1024),
             **{k: str(v) for k, v in env.items()},
         }
+        # WITNESS_TEST_RECORDS=postgresql: the records of every server on a
+        # database of its own in one throwaway PostgreSQL cluster (scripts/test
+        # runs some e2e modules so; see there).
+        # A server made again on the same root (a restart) finds its records.
+        if os.environ.get("WITNESS_TEST_RECORDS") == "postgresql" and "WITNESS_DATABASE_URL" not in env:
+            from .postgres import shared_cluster
+
+            root_key = str(self.root.resolve())
+            if root_key not in _DATABASES:
+                _DATABASES[root_key] = shared_cluster().new_database()
+            self.env["WITNESS_DATABASE_URL"] = _DATABASES[root_key]
         # What the test set itself wins over the front door's test defaults.
         self._env_overrides = {k: str(v) for k, v in env.items()}
         self.process: subprocess.Popen | None = None
@@ -147,6 +161,35 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def database_url(self) -> str | None:
+        """The PostgreSQL database of this server's records, or None (SQLite)."""
+        return self.env.get("WITNESS_DATABASE_URL")
+
+    def query(self, sql: str, params=()) -> list[dict]:
+        """Rows of a read of this server's records, from the test, whichever
+        adapter holds them (the server may be running or stopped)."""
+        records = self._records()
+        try:
+            return records.query(sql, params)
+        finally:
+            records.close()
+
+    def execute(self, sql: str, params=()) -> int:
+        """Change this server's records behind its back (a tamperer's edit);
+        how many rows changed."""
+        records = self._records()
+        try:
+            with records.transaction() as db:
+                return db.execute(sql, params).rowcount
+        finally:
+            records.close()
+
+    def _records(self):
+        from sync.records import open_records
+
+        return open_records(self.data_dir, self.database_url)
 
     def cli(self, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
         """Run `flask --app wsgi witness ...` against this server's folders."""

@@ -143,9 +143,7 @@ def first(rows: Iterator[dict] | list[dict]) -> dict | None:
     return None
 
 
-# Functions over any unit, for domain code: they run on a `Unit` of either
-# adapter and on the sqlite-utils handle `sync.database.Database` still
-# yields, so modules move to the port one at a time.
+# Functions over any unit, for domain code (the same as the `Unit` methods).
 
 def one_row(unit, sql: str, params: Params = ()) -> dict | None:
     """The first row of a query in `unit`, or None."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from datetime import datetime, timezone
 
 import pytest
@@ -153,9 +152,7 @@ def test_audit_verify_passes_an_untouched_log(stopped_server_with_history):
 ])
 def test_audit_verify_names_the_first_broken_entry(stopped_server_with_history, tamper, named):
     server = stopped_server_with_history
-    database = server.data_dir / "witness.sqlite3"
-    with sqlite3.connect(database) as db:
-        assert db.execute(tamper).rowcount == 1
+    assert server.execute(tamper) == 1
     result = verify(server)
     assert result.returncode == 1
     assert "BROKEN at entry" in result.stderr and named in result.stderr, result.stderr
@@ -165,13 +162,10 @@ def test_a_rewritten_chain_still_breaks_at_the_first_edit(stopped_server_with_hi
     """Someone who edits a row and recomputes that row's own hash still
     breaks the link from the next row."""
     server = stopped_server_with_history
-    database = server.data_dir / "witness.sqlite3"
-    with sqlite3.connect(database) as db:
-        db.row_factory = sqlite3.Row
-        row = dict(db.execute("SELECT * FROM audit WHERE id = 5").fetchone())
-        row["actor"] = "system"
-        row["detail"] = json.loads(row["detail"])
-        rehashed = entry_hash(row)
-        db.execute("UPDATE audit SET actor = 'system', sha256 = ? WHERE id = 5", [rehashed])
+    (row,) = server.query("SELECT * FROM audit WHERE id = 5")
+    row["actor"] = "system"
+    row["detail"] = json.loads(row["detail"])
+    rehashed = entry_hash(row)
+    server.execute("UPDATE audit SET actor = 'system', sha256 = ? WHERE id = 5", [rehashed])
     result = verify(server)
     assert result.returncode == 1 and "entry 6 does not link to entry 5" in result.stderr, result.stderr

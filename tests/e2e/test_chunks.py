@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import os
 import hashlib
-import sqlite3
 
 import pytest
 import requests
@@ -23,8 +22,7 @@ def held_files(server, recording_id):
 
 
 def held_rows(server, recording_id):
-    with sqlite3.connect(server.data_dir / "witness.sqlite3") as db:
-        return [r[0] for r in db.execute("SELECT idx FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id])]
+    return [r["idx"] for r in server.query("SELECT idx FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id])]
 
 
 def assert_nothing_left(server, recording, expected_indexes):
@@ -66,8 +64,7 @@ def test_different_bytes_for_a_held_index_conflict_keep_the_first_and_are_audite
     assert_nothing_left(server, recording, [0])
     (name,) = held_files(server, recording.id)
     assert (server.data_dir / "chunks" / recording.id / name).read_bytes() == first
-    with sqlite3.connect(server.data_dir / "witness.sqlite3") as db:
-        actions = [r[0] for r in db.execute("SELECT action FROM audit WHERE recording_id = ?", [recording.id])]
+    actions = [r["action"] for r in server.query("SELECT action FROM audit WHERE recording_id = ?", [recording.id])]
     assert "chunk.conflict" in actions
 
 

@@ -156,8 +156,8 @@ def test_a_damaged_chunk_is_quarantined_and_the_next_manifest_shows_the_gap(arch
 
 
 def test_workers_opening_a_new_database_together_all_start(tmp_path):
-    code = ("import sys; from pathlib import Path; from sync.database import Database; "
-            "Database(Path(sys.argv[1])); print('ok')")
+    code = ("import sys; from pathlib import Path; from sync.records.sqlite import SQLiteRecords; "
+            "SQLiteRecords(Path(sys.argv[1])); print('ok')")
     for attempt in range(5):
         path = tmp_path / f"db{attempt}" / "witness.sqlite3"
         path.parent.mkdir()

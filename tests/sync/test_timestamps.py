@@ -55,7 +55,8 @@ def test_manifests_older_than_the_built_in_tsa_get_a_token_at_start_up(settings)
     old_id, old = finalized(archive, b"filmed before the server had a TSA")
     recent_id, recent = finalized(archive, b"filmed later")
     # What a records file of the release before the built-in TSA holds.
-    archive.database.db.execute("UPDATE manifests SET tsr = NULL WHERE recording_id = ?", [old_id])
+    with archive.database.transaction() as db:
+        db.execute("UPDATE manifests SET tsr = NULL WHERE recording_id = ?", [old_id])
     clock.now = NOW + timedelta(days=3)
 
     assert backfill_builtin_tokens(archive) == [(old_id, 1)]
