@@ -17,11 +17,14 @@ import requests
 from ..support import Phone, ServerProcess, Staff
 
 PASSWORD = "pw-bk-observer-correct-horse"
+# These commands are for the embedded records: every server here keeps them
+# in SQLite, whatever a run of the suite on PostgreSQL chooses for others.
+EMBEDDED = {"WITNESS_DATABASE_URL": ""}
 
 
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("original"), WITNESS_MAX_CHUNK_BYTES=1024 * 1024).start()
+    server = ServerProcess(tmp_path_factory.mktemp("original"), WITNESS_MAX_CHUNK_BYTES=1024 * 1024, **EMBEDDED).start()
     yield server
     server.kill()
 
@@ -107,7 +110,7 @@ def _digest(body: bytes) -> str:
 def _fresh(tmp_path, original, name="restored") -> ServerProcess:
     """A server's folders not yet started, with the original's keys (as
     restored from their own backup)."""
-    server = ServerProcess(tmp_path / name)
+    server = ServerProcess(tmp_path / name, **EMBEDDED)
     server.root.mkdir(parents=True)
     shutil.copytree(original.keys_dir, server.keys_dir)
     return server
@@ -239,7 +242,7 @@ def test_restore_refuses_changed_backups_and_writes_nothing(original, made_backu
     _holds_nothing(target)
 
     # Other keys than the backed-up server's: its footage could not be decrypted.
-    stranger = ServerProcess(tmp_path / "stranger")
+    stranger = ServerProcess(tmp_path / "stranger", **EMBEDDED)
     result = stranger.cli("restore", str(folder))
     assert result.returncode == 2 and "keys" in result.stderr
     _holds_nothing(stranger)
@@ -278,7 +281,7 @@ def test_a_damaged_chunk_in_the_live_store_fails_the_backup_without_an_index(ori
 
 def test_backup_reads_chunks_from_s3_and_restore_puts_them_into_s3(tmp_path, seaweedfs):
     bucket = seaweedfs.bucket("witness-backup")
-    source = ServerProcess(tmp_path / "s3-original", **seaweedfs.env(f"s3://{bucket}/original/")).start()
+    source = ServerProcess(tmp_path / "s3-original", **seaweedfs.env(f"s3://{bucket}/original/"), **EMBEDDED).start()
     try:
         auth = {"Authorization": f"Bearer {Staff(source, 'bk-observer', 'observer').token}"}
         recording = Phone(source).create_recording()
@@ -295,7 +298,7 @@ def test_backup_reads_chunks_from_s3_and_restore_puts_them_into_s3(tmp_path, sea
     finally:
         source.stop()
 
-    restored = ServerProcess(tmp_path / "s3-restored", **seaweedfs.env(f"s3://{bucket}/restored/"))
+    restored = ServerProcess(tmp_path / "s3-restored", **seaweedfs.env(f"s3://{bucket}/restored/"), **EMBEDDED)
     restored.root.mkdir(parents=True)
     shutil.copytree(source.keys_dir, restored.keys_dir)
     done = restored.cli("restore", str(folder))
