@@ -15,7 +15,9 @@ append; `verify_chain` compares the two, and operators can record the head
 elsewhere (`witness audit-verify` prints it) to compare later.
 
 Entries are appended inside the caller's write transaction, which holds
-SQLite's write lock, so two processes can never chain onto the same parent.
+the records' one writer lock (SQLite's write lock, or the PostgreSQL
+adapter's advisory lock; sync/records/), so two processes, on one node or
+several, can never chain onto the same parent.
 """
 
 from __future__ import annotations

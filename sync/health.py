@@ -37,7 +37,7 @@ def leader_present(archive: Archive) -> bool:
 
 
 def _check_records(archive: Archive) -> bool:
-    # The write path an upload takes (writer lock, BEGIN IMMEDIATE, a row
+    # The write path an upload takes (the records' writer lock, a row
     # changed), rolled back: nothing is written.
     try:
         with archive.database.transaction() as db:

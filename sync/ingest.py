@@ -12,7 +12,8 @@ the records cannot even say that nobody holds it, left for reconciliation).
 What an acknowledgement (201, or 200 for the same bytes again) means:
 - chunks in files (the default): the bytes were written to a temporary
   file, fsync'd, renamed into place and the folder fsync'd, then the row
-  committed (SQLite WAL, `synchronous=FULL`): both survive a power cut.
+  committed (SQLite WAL, `synchronous=FULL`; on PostgreSQL the commit's WAL
+  flushed, `synchronous_commit=on`): both survive a power cut.
 - chunks on S3 (`WITNESS_CHUNK_STORE=s3://...`): the store answered the
   chunk's PUT with 200, then the row was committed. That is as durable as
   the store makes a 200: AWS S3 stores the object redundantly first;
