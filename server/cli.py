@@ -192,3 +192,29 @@ def restore_command(folder: Path):
                f"sha256 {summary.audit_head['sha256']}")
     click.echo("copy bundles are not in a backup: a restored ready request's download answers "
                "bundle_not_ready until a new request builds a new one. Start the server with the same keys.")
+
+
+@witness.command("move-archive")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def move_archive_command(folder: Path):
+    """Move an embedded archive into PostgreSQL + S3: FOLDER is a backup
+    `backup` made of it; run this with the new WITNESS_DATABASE_URL (new,
+    empty database, no server on it) and WITNESS_CHUNK_STORE. Every check
+    runs first; the rows commit only if the counts and audit chains verify
+    in PostgreSQL. Exits 1 naming a mismatch (nothing kept), 2 when the
+    target or the keys do not fit."""
+    try:
+        summary = backup.move_archive(_archive(), folder, _say)
+    except backup.UsageProblem as exc:
+        click.echo(f"move-archive refused: {exc.message}", err=True)
+        sys.exit(2)
+    except (backup.Mismatch, WitnessError) as exc:
+        click.echo(f"move-archive FAILED: {exc.message}", err=True)
+        click.echo("nothing was kept in the PostgreSQL records; chunks put were removed again.", err=True)
+        sys.exit(1)
+    click.echo(f"move-archive complete in {summary.seconds:.1f} s: {summary.counts['recordings']} recordings, "
+               f"{summary.counts['chunks']} chunks ({summary.chunk_bytes} bytes), "
+               f"{summary.counts['audit']} audit entries, head entry {summary.audit_head['id']} "
+               f"sha256 {summary.audit_head['sha256']}")
+    click.echo("copy bundles are not moved: a ready request's download answers bundle_not_ready until a new "
+               "request builds a new one. Start the nodes with the same keys.")

@@ -29,6 +29,12 @@ then puts the chunks into the configured chunk store (files, or S3 with
 `WITNESS_CHUNK_STORE`), then the records last, so a records file is never
 there without its chunks.
 
+`move_archive` puts a backup folder into PostgreSQL records and the
+configured chunk store (S3) instead: the same checks first, the chunks
+checked again as they go in, then every row in one transaction that
+commits only once the counts and the audit chains check out inside
+PostgreSQL (the identity columns then continue after the ids copied).
+
 `BACKUP.json` carries its own SHA-256 (`index_sha256`): it detects damage
 and careless edits, not forgery (whoever can rewrite the backup can rehash
 it). What proves the footage's history is inside: the signed manifests and
@@ -56,7 +62,6 @@ from .ingest import chunk_file_name
 from .records import RECORDS_FILE
 from .records.migrations import latest_version
 from .records.sqlite_backup import ReadOnlyRecords, is_records_file, restore_into, snapshot_into
-from .leader import open_leader_lock
 from .storage import BLOCK_BYTES, ChunkListing, FileBlobStore, FileChunkStore, read_blocks
 
 FORMAT = "witness-sync-backup"
@@ -245,52 +250,7 @@ def restore(archive: Archive, source: Path, say: Say = lambda line: None) -> Sum
     began = time.monotonic()
     _require_sqlite(archive, "restore")
     data_dir = archive.settings.data_dir
-    if open_leader_lock(data_dir).someone_leads():
-        raise UsageProblem(f"a server is running on {data_dir} (it holds the scheduler lock): stop it first.")
-    held = {table: _count(archive.database, table) for table in _RECORD_TABLES}
-    extra_organisations = _count(archive.database, "organisations") - 1
-    if any(held.values()) or extra_organisations > 0:
-        shown = ", ".join(f"{n} {t}" for t, n in held.items() if n)
-        raise UsageProblem(f"{data_dir} already holds records ({shown or 'organisations'}): restore only into a "
-                           "new data folder (set WITNESS_DATA_DIR to an empty one).")
-    if isinstance(archive.chunks, ChunkListing) and next(iter(archive.chunks.recording_ids()), None) is not None:
-        raise UsageProblem("the configured chunk store already holds chunks: restore into an empty one.")
-
-    verified = verify_backup(source, say)
-    keys = verified.index.get("keys", {})
-    if keys.get("hpke_key_id") not in (None, archive.keys.hpke_key_id):
-        raise UsageProblem(
-            f"the configured keys ({archive.settings.keys_dir}: {archive.keys.hpke_key_id}) are not the backed-up "
-            f"server's ({keys['hpke_key_id']}): its footage could not be decrypted. Point WITNESS_KEYS_DIR at the "
-            "keys folder backed up apart (remove the one just made), then restore again.")
-    if keys.get("signing_key_id") not in (None, archive.keys.signing_key_id):
-        raise UsageProblem(f"the configured signing key ({archive.keys.signing_key_id}) is not the backed-up "
-                           f"server's ({keys['signing_key_id']}): point WITNESS_KEYS_DIR at its keys folder.")
-    say("backup verified: putting chunks in place")
-
-    summary = verified.summary
-    summary.folder = verified.folder
-    copy = ReadOnlyRecords(verified.folder / verified.index["records"]["file"])
-    put: list[tuple[str, str]] = []
-    try:
-        backup_store = FileChunkStore(verified.folder / CHUNKS_FOLDER) if summary.counts["chunks"] else None
-        progress = _Progress(say, summary.counts["chunks"], verb="restored")
-        done_bytes = 0
-        for row in _chunk_rows(copy):
-            # Checked again as it is copied: only bytes that match go in.
-            data = _read_verified(row, backup_store.open, f"the backup ({verified.folder / CHUNKS_FOLDER})")
-            name = chunk_file_name(row["idx"], row["ciphertext_sha256"])
-            archive.chunks.put(row["recording_id"], name, data)
-            put.append((row["recording_id"], name))
-            done_bytes += len(data)
-            progress.step(done_bytes)
-        progress.done(done_bytes)
-    except BaseException:
-        copy.close()
-        _remove_chunks(archive, put)
-        raise
-    copy.close()
-
+    verified, put = _prepare(archive, source, say, where=f"{data_dir}", fix="set WITNESS_DATA_DIR to an empty one")
     records_path = verified.folder / verified.index["records"]["file"]
     if _file_sha256(records_path)[0] != verified.index["records"]["sha256"]:
         _remove_chunks(archive, put)
@@ -302,8 +262,132 @@ def restore(archive: Archive, source: Path, say: Say = lambda line: None) -> Sum
         raise Mismatch(f"the restored records' audit log is broken at entry {report.broken_entry_id}: "
                        f"{report.problem} (the backup changed while it was restored?). Remove {data_dir} "
                        "and restore again.")
-    summary.seconds = time.monotonic() - began
-    return summary
+    verified.summary.seconds = time.monotonic() - began
+    return verified.summary
+
+
+# Tables in an order that satisfies every foreign key, for `move_archive`.
+_TABLE_ORDER = ("organisations", "devices", "staff", "enrollment_codes", "recordings", "chunks", "manifests",
+                "audit", "copy_requests", "ended_sessions", "login_failures", "chunk_removals", "meta")
+
+
+def move_archive(archive: Archive, source: Path, say: Say = lambda line: None) -> Summary:
+    """Move an embedded archive, as a backup folder `backup` made, into the
+    configured PostgreSQL records (which must hold no records, no server
+    running on them) and chunk store (S3 with `WITNESS_CHUNK_STORE`).
+    Everything is checked first; the chunks go in checked again; the rows
+    go in in one transaction that commits only when the audit chains and
+    counts check out in PostgreSQL itself, else nothing is kept. Raises
+    `UsageProblem`, `Mismatch`, `StoreUnavailable`, `Busy`."""
+    from .records.postgres_load import advance_identities
+
+    began = time.monotonic()
+    backend = getattr(archive.database, "backend", "sqlite")
+    if backend != "postgresql":
+        raise UsageProblem("`move-archive` copies into PostgreSQL records: set WITNESS_DATABASE_URL (and "
+                           "WITNESS_CHUNK_STORE for S3); to restore into SQLite, use `restore`.")
+    verified, put = _prepare(archive, source, say, where="the PostgreSQL database",
+                             fix="point WITNESS_DATABASE_URL at a new, empty database")
+    copy = ReadOnlyRecords(verified.folder / verified.index["records"]["file"])
+    try:
+        target_version = archive.database.schema_version()
+        if copy.schema_version() != target_version:
+            raise Mismatch(f"the backup's records are at schema version {copy.schema_version()}, the PostgreSQL "
+                           f"records at {target_version}: restore the backup with `restore` into this release "
+                           "first (its start migrates it), back it up again, then move that.")
+        tables = {row["name"] for row in copy.query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        unknown = tables - set(_TABLE_ORDER)
+        if unknown:
+            raise Mismatch(f"the backup's records hold tables this release does not move: {sorted(unknown)}.")
+        with archive.database.transaction() as unit:
+            # A new database holds the default organisation and its schema
+            # version; the backup's own rows replace them.
+            unit.execute("DELETE FROM organisations")
+            unit.execute("DELETE FROM meta")
+            for table in _TABLE_ORDER:
+                if table not in tables:
+                    continue
+                moved = 0
+                for row in copy.iterate(f"SELECT * FROM {table}"):
+                    unit.insert(table, row)
+                    moved += 1
+                say(f"records: {table}: {moved} rows")
+            advance_identities(unit)
+            # Checked inside the transaction, in PostgreSQL: commit only if whole.
+            moved_counts = _counts(unit)
+            if moved_counts != verified.index["counts"]:
+                raise Mismatch(f"PostgreSQL holds {moved_counts} after the move, the backup "
+                               f"{verified.index['counts']}.")
+            report = audit.verify_chain(SimpleNamespace(database=unit))
+            head = {"id": report.head_id or 0, "sha256": report.head_sha256}
+            if not report.ok:
+                raise Mismatch(f"audit entry {report.broken_entry_id} in PostgreSQL: {report.problem}")
+            if head != verified.index["audit_head"]:
+                raise Mismatch(f"PostgreSQL's audit log ends at {head}, the backup's at "
+                               f"{verified.index['audit_head']}.")
+            say(f"audit: log intact in PostgreSQL, {report.entries} entries, head entry {head['id']} "
+                f"sha256 {head['sha256']}")
+    except BaseException:
+        copy.close()
+        _remove_chunks(archive, put)
+        raise
+    copy.close()
+    verified.summary.seconds = time.monotonic() - began
+    return verified.summary
+
+
+def _prepare(archive: Archive, source: Path, say: Say, *, where: str, fix: str) -> tuple[Verified, list]:
+    """What restore and move share: refuse a target holding records or
+    chunks or served by a running server, verify the backup, check the
+    keys, then put every chunk into the configured store (checked again as
+    it is copied; removed again if a later one fails). Returns the verified
+    backup and the chunks put, for the caller to remove should it fail."""
+    if archive.leader_lock().someone_leads():
+        raise UsageProblem(f"a server is running on {where} (it holds the scheduler lock): stop it first.")
+    held = {table: _count(archive.database, table) for table in _RECORD_TABLES}
+    extra_organisations = _count(archive.database, "organisations") - 1
+    if any(held.values()) or extra_organisations > 0:
+        shown = ", ".join(f"{n} {t}" for t, n in held.items() if n)
+        raise UsageProblem(f"{where} already holds records ({shown or 'organisations'}): restore only into "
+                           f"new, empty records ({fix}).")
+    if isinstance(archive.chunks, ChunkListing) and next(iter(archive.chunks.recording_ids()), None) is not None:
+        raise UsageProblem("the configured chunk store already holds chunks: restore into an empty one.")
+
+    verified = verify_backup(source, say)
+    keys = verified.index.get("keys", {})
+    if keys.get("hpke_key_id") not in (None, archive.keys.hpke_key_id):
+        raise UsageProblem(
+            f"the configured keys ({archive.settings.keys_dir}: {archive.keys.hpke_key_id}) are not the backed-up "
+            f"server's ({keys['hpke_key_id']}): its footage could not be decrypted. Point WITNESS_KEYS_DIR at the "
+            "keys folder backed up apart (remove the one just made), then try again.")
+    if keys.get("signing_key_id") not in (None, archive.keys.signing_key_id):
+        raise UsageProblem(f"the configured signing key ({archive.keys.signing_key_id}) is not the backed-up "
+                           f"server's ({keys['signing_key_id']}): point WITNESS_KEYS_DIR at its keys folder.")
+    say("backup verified: putting chunks in place")
+
+    summary = verified.summary
+    copy = ReadOnlyRecords(verified.folder / verified.index["records"]["file"])
+    put: list[tuple[str, str]] = []
+    try:
+        backup_store = FileChunkStore(verified.folder / CHUNKS_FOLDER) if summary.counts["chunks"] else None
+        progress = _Progress(say, summary.counts["chunks"], verb="put in place")
+        done_bytes = 0
+        for row in _chunk_rows(copy):
+            # Checked again as it is copied: only bytes that match go in.
+            data = _read_verified(row, backup_store.open, f"the backup ({verified.folder / CHUNKS_FOLDER})")
+            name = chunk_file_name(row["idx"], row["ciphertext_sha256"])
+            archive.chunks.put(row["recording_id"], name, data)
+            put.append((row["recording_id"], name))
+            done_bytes += len(data)
+            progress.step(done_bytes)
+        progress.done(done_bytes)
+    except BaseException:
+        _remove_chunks(archive, put)
+        raise
+    finally:
+        copy.close()
+    return verified, put
 
 
 # -- shared

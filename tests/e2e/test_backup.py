@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+import uuid
 
 import pytest
 import requests
@@ -20,6 +21,9 @@ PASSWORD = "pw-bk-observer-correct-horse"
 # These commands are for the embedded records: every server here keeps them
 # in SQLite, whatever a run of the suite on PostgreSQL chooses for others.
 EMBEDDED = {"WITNESS_DATABASE_URL": ""}
+# The session's SeaweedFS has room for few buckets (each grows volumes of its
+# own): share test_s3's, under prefixes of our own.
+BUCKET = "witness-e2e"
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +109,17 @@ def _digest(body: bytes) -> str:
     from ..support import content_digest
 
     return content_digest(body)
+
+
+def _put_as_a_phone_does(recording, index: int, body: bytes, final: bool) -> int:
+    """Send a chunk, again after a 503 (the store failing for a moment), as
+    phones do; the final status."""
+    for _ in range(50):
+        answer = recording.put(index, body, final=final)
+        if answer.status_code != 503:
+            return answer.status_code
+        time.sleep(0.2)
+    return answer.status_code
 
 
 def _fresh(tmp_path, original, name="restored") -> ServerProcess:
@@ -266,6 +281,45 @@ def test_backup_refuses_a_folder_that_is_not_empty(original, made_backup):
     assert result.returncode == 2 and "not an empty folder" in result.stderr
 
 
+def test_move_archive_puts_the_backup_into_postgresql_and_s3(original, finished, made_backup, seaweedfs,
+                                                             tmp_path):
+    from ..postgres import shared_cluster
+
+    folder = made_backup[0]
+    recording, pieces = finished
+    index = json.loads((folder / "BACKUP.json").read_text())
+    bucket, prefix = seaweedfs.bucket(BUCKET), f"moved-{uuid.uuid4()}"
+    moved = ServerProcess(tmp_path / "moved", WITNESS_DATABASE_URL=shared_cluster().new_database(),
+                          **seaweedfs.env(f"s3://{bucket}/{prefix}/"))
+    moved.root.mkdir(parents=True)
+    shutil.copytree(original.keys_dir, moved.keys_dir)
+    # The embedded default is not a target: that is `restore`.
+    assert _fresh(tmp_path, original, "not-postgres").cli("move-archive", str(folder)).returncode == 2
+    done = moved.cli("move-archive", str(folder))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "audit: log intact in PostgreSQL" in done.stdout
+    assert len(seaweedfs.objects(bucket, f"{prefix}/chunks/{recording.id}/")) == len(pieces)
+    assert moved.cli("move-archive", str(folder)).returncode == 2  # now it holds records
+    moved.start()
+    try:
+        assert moved.cli("audit-verify").returncode == 0
+        auth = _login(moved)
+        status = requests.get(f"{moved.url}/v1/recordings/{recording.id}/status",
+                              headers={"Authorization": f"Bearer {recording.phone.token}"})
+        assert status.status_code == 200 and status.json() == recording.status().json()
+        media = requests.get(f"{moved.url}/v1/recordings/{recording.id}/media", headers=auth)
+        assert media.status_code == 200 and media.content == b"".join(pieces)
+        manifest = _manifest(moved, recording.id, auth)
+        assert manifest == _manifest(original, recording.id, auth)
+        assert _openssl_verifies(tmp_path / "check", moved, *manifest)
+        # New rows get new ids after the moved ones (identity columns advanced).
+        Staff(moved, "bk-after-move", "observer")
+        assert index["counts"]["staff"] + 1 == len(moved.query("SELECT id FROM staff"))
+        assert moved.cli("audit-verify").returncode == 0
+    finally:
+        moved.stop()
+
+
 def test_a_damaged_chunk_in_the_live_store_fails_the_backup_without_an_index(original, finished, tmp_path):
     recording, _ = finished
     victim = sorted((original.data_dir / "chunks" / recording.id).iterdir())[2]
@@ -280,15 +334,16 @@ def test_a_damaged_chunk_in_the_live_store_fails_the_backup_without_an_index(ori
 
 
 def test_backup_reads_chunks_from_s3_and_restore_puts_them_into_s3(tmp_path, seaweedfs):
-    bucket = seaweedfs.bucket("witness-backup")
-    source = ServerProcess(tmp_path / "s3-original", **seaweedfs.env(f"s3://{bucket}/original/"), **EMBEDDED).start()
+    bucket, prefix = seaweedfs.bucket(BUCKET), f"backup-{uuid.uuid4()}"
+    source = ServerProcess(tmp_path / "s3-original", **seaweedfs.env(f"s3://{bucket}/{prefix}/original/"),
+                           **EMBEDDED).start()
     try:
         auth = {"Authorization": f"Bearer {Staff(source, 'bk-observer', 'observer').token}"}
         recording = Phone(source).create_recording()
         pieces = [f"s3 second {i} ".encode() * (300 + i) for i in range(4)]
         for i, piece in enumerate(pieces):
             final = i == len(pieces) - 1
-            assert recording.put(i, recording.chunk(i, piece, final=final), final=final).status_code == 201
+            assert _put_as_a_phone_does(recording, i, recording.chunk(i, piece, final=final), final) == 201
         source.wait_for(lambda: recording.status().json()["manifest_version"] == 1)
         before_manifest = _manifest(source, recording.id, auth)
         folder = tmp_path / "s3-backup"
@@ -298,12 +353,13 @@ def test_backup_reads_chunks_from_s3_and_restore_puts_them_into_s3(tmp_path, sea
     finally:
         source.stop()
 
-    restored = ServerProcess(tmp_path / "s3-restored", **seaweedfs.env(f"s3://{bucket}/restored/"), **EMBEDDED)
+    restored = ServerProcess(tmp_path / "s3-restored", **seaweedfs.env(f"s3://{bucket}/{prefix}/restored/"),
+                             **EMBEDDED)
     restored.root.mkdir(parents=True)
     shutil.copytree(source.keys_dir, restored.keys_dir)
     done = restored.cli("restore", str(folder))
     assert done.returncode == 0, done.stdout + done.stderr
-    objects = seaweedfs.objects(bucket, f"restored/chunks/{recording.id}/")
+    objects = seaweedfs.objects(bucket, f"{prefix}/restored/chunks/{recording.id}/")
     assert len(objects) == len(pieces)
     assert not (restored.data_dir / "chunks").exists() or not any((restored.data_dir / "chunks").iterdir())
     restored.start()
