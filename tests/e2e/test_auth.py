@@ -177,7 +177,8 @@ def test_redirects_never_name_the_host_a_request_claims(server):
 def test_the_records_file_and_its_journals_are_private_whatever_the_umask(tmp_path):
     old = os.umask(0)  # the server inherits it: files it makes without care come out 0644 or 0666
     try:
-        server = ServerProcess(tmp_path / "umask", workers=1).start()
+        # The SQLite file's own modes, whichever records the other tests use.
+        server = ServerProcess(tmp_path / "umask", workers=1, WITNESS_DATABASE_URL="").start()
     finally:
         os.umask(old)
     try:
@@ -199,7 +200,7 @@ def test_an_earlier_releases_records_file_is_made_private_at_start(tmp_path):
     for name in ("witness.sqlite3", "witness.sqlite3-wal", "witness.sqlite3-shm"):
         (data / name).touch(mode=0o644)
         os.chmod(data / name, 0o644)
-    server = ServerProcess(tmp_path / "old", workers=1).start()
+    server = ServerProcess(tmp_path / "old", workers=1, WITNESS_DATABASE_URL="").start()  # SQLite's files
     try:
         modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in data.glob("witness.sqlite3*")}
         assert set(modes.values()) == {"0o600"}, modes
