@@ -300,6 +300,10 @@ def test_move_archive_puts_the_backup_into_postgresql_and_s3(original, finished,
     assert "audit: log intact in PostgreSQL" in done.stdout
     assert len(seaweedfs.objects(bucket, f"{prefix}/chunks/{recording.id}/")) == len(pieces)
     assert moved.cli("move-archive", str(folder)).returncode == 2  # now it holds records
+    # backup and restore are the embedded default's; PostgreSQL has its own tools.
+    for command, where in (("backup", tmp_path / "of-postgres"), ("restore", folder)):
+        refused = moved.cli(command, str(where))
+        assert refused.returncode == 2 and "postgresql" in refused.stderr.lower(), refused.stderr
     moved.start()
     try:
         assert moved.cli("audit-verify").returncode == 0
