@@ -262,8 +262,10 @@ def _domain_error(exc: psycopg.Error) -> Exception:
         return exc
     if isinstance(exc, pg_errors.DiskFull):
         return StorageFull("The records' disk is full; nothing was kept. Retry later.")
-    if isinstance(exc, (psycopg.OperationalError, pg_errors.LockNotAvailable, pg_errors.SerializationFailure,
-                        pg_errors.DeadlockDetected, pg_errors.AdminShutdown, pg_errors.QueryCanceled)) or \
-            exc.sqlstate is None or exc.sqlstate.startswith(("08", "53", "57")):
+    # Not every error without an SQLSTATE: a wrong number of parameters has
+    # none, and is a bug to see, not a 503 to retry.
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, pg_errors.LockNotAvailable,
+                        pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.AdminShutdown,
+                        pg_errors.QueryCanceled)) or (exc.sqlstate or "").startswith(("08", "53", "57")):
         return Busy("The server's records cannot be reached or are busy; nothing was kept. Retry shortly.")
     return exc

@@ -236,3 +236,14 @@ def test_a_file_of_version_3_is_brought_to_what_a_new_file_is(tmp_path):
         with sqlite3.connect(path) as conn:
             return sorted(conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name != 'sqlite_sequence'"))
     assert schema(old) == schema(new)
+
+
+def test_a_fault_in_the_sql_is_not_mistaken_for_busy_records(records):
+    # A bug must fail loudly, not be answered 503 "retry shortly" for ever.
+    with pytest.raises(Exception) as raised:
+        with records.transaction() as unit:
+            unit.execute("SELECT value FROM meta WHERE key = ? AND value = ?", ["only one"])
+    assert not isinstance(raised.value, Busy)
+    with pytest.raises(Exception) as raised:
+        records.query("SELECT no_such_column FROM meta")
+    assert not isinstance(raised.value, Busy)
