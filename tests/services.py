@@ -88,6 +88,11 @@ class SeaweedFS:
                    "-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0",
                    # Small volumes: a test store never needs 30 GB ones.
                    "-master.volumeSizeLimitMB=256",
+                   # Every bucket (a collection) grows several volumes at once;
+                   # the default cap of 8 is one bucket, and the suite makes
+                   # several in one session (PUTs then fail with InternalError).
+                   # Volumes grow lazily, so the cap costs no disk.
+                   "-volume.max=200",
                    # One master: nothing to elect, so no reason to wait the default 10 s for it.
                    "-master.electionTimeout=1s"]
         with open(self.log_path, "ab") as log:
