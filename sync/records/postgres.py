@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import threading
+import time
 from typing import Any, Iterator, Mapping, Sequence
 
 import psycopg
@@ -50,6 +52,10 @@ from .migrations import latest_version, plan
 WRITER_LOCK_KEY = 0x5749544E45535301  # "WITNESS" 0x01
 LOCK_TIMEOUT_SECONDS = 30
 CONNECT_TIMEOUT_SECONDS = 5
+# How long opening the records waits for an unreachable database (below
+# gunicorn's 60 s boot timeout).
+START_WAIT_SECONDS = 30
+log = logging.getLogger("witness.records")
 
 
 class PostgresUnit:
@@ -81,7 +87,8 @@ class PostgresRecords:
 
     backend = "postgresql"
 
-    def __init__(self, url: str, *, max_connections: int = 12, connect_timeout: float = CONNECT_TIMEOUT_SECONDS):
+    def __init__(self, url: str, *, max_connections: int = 12, connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+                 start_wait_seconds: float = START_WAIT_SECONDS):
         self.url = url
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
@@ -89,8 +96,19 @@ class PostgresRecords:
         self._pool_pid: int | None = None
         self._pool_lock = threading.Lock()
         self._local = threading.local()
-        with self.transaction() as unit:
-            _migrate(unit)
+        # A worker (re)started while the database restarts waits for it
+        # rather than failing to boot, which would stop its whole pool.
+        deadline = time.monotonic() + start_wait_seconds
+        while True:
+            try:
+                with self.transaction() as unit:
+                    _migrate(unit)
+                break
+            except Busy:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("the records' database cannot be reached yet; trying again")
+                time.sleep(1)
 
     def _connections(self) -> ConnectionPool:
         # One pool per process: connections must not cross a fork (gunicorn
