@@ -70,50 +70,33 @@ def _connect(host: str, port: int, source: str) -> socket.socket:
     return sock
 
 
-def slow_headers(host, port, source, deadline, tally: Tally) -> None:
-    """Send a request's header one line every 2 s; reconnect when closed."""
+SLOW_HEADER = (b"PUT /v1/recordings/00000000-0000-4000-8000-000000000000/chunks/0 HTTP/1.1\r\n"
+               b"Host: witness\r\n", b"X-Slow: still-here\r\n")
+SLOW_BODY = (b"PUT /v1/recordings/00000000-0000-4000-8000-000000000000/chunks/0 HTTP/1.1\r\n"
+             b"Host: witness\r\nContent-Type: application/octet-stream\r\n"
+             b"Content-Length: 262144\r\nAuthorization: Bearer x\r\n\r\n", b"x")
+
+
+def slow_sender(kind: str, opening: bytes, trickle: bytes, host, port, source, deadline, tally: Tally) -> None:
+    """Send `opening`, then `trickle` every 2 s until the deadline;
+    reconnect when the server closes. Slow headers: a header line at a time;
+    slow bodies: a whole header announcing 256 KiB, then a byte at a time."""
     while time.monotonic() < deadline:
         try:
             sock = _connect(host, port, source)
         except OSError as exc:
-            tally.add("slow_headers", type(exc).__name__)
+            tally.add(kind, type(exc).__name__)
             time.sleep(0.5)
             continue
         tally.opened(+1)
         try:
-            sock.sendall(b"PUT /v1/recordings/00000000-0000-4000-8000-000000000000/chunks/0 HTTP/1.1\r\n"
-                         b"Host: witness\r\n")
+            sock.sendall(opening)
             while time.monotonic() < deadline:
                 time.sleep(2)
-                sock.sendall(b"X-Slow: still-here\r\n")
-            tally.add("slow_headers", "held_to_deadline")
+                sock.sendall(trickle)
+            tally.add(kind, "held_to_deadline")
         except OSError:
-            tally.add("slow_headers", "closed_by_server")
-        finally:
-            tally.opened(-1)
-            sock.close()
-
-
-def slow_bodies(host, port, source, deadline, tally: Tally) -> None:
-    """Send a whole header announcing 256 KiB, then one byte every 2 s."""
-    while time.monotonic() < deadline:
-        try:
-            sock = _connect(host, port, source)
-        except OSError as exc:
-            tally.add("slow_bodies", type(exc).__name__)
-            time.sleep(0.5)
-            continue
-        tally.opened(+1)
-        try:
-            sock.sendall(b"PUT /v1/recordings/00000000-0000-4000-8000-000000000000/chunks/0 HTTP/1.1\r\n"
-                         b"Host: witness\r\nContent-Type: application/octet-stream\r\n"
-                         b"Content-Length: 262144\r\nAuthorization: Bearer x\r\n\r\n")
-            while time.monotonic() < deadline:
-                time.sleep(2)
-                sock.sendall(b"x")
-            tally.add("slow_bodies", "held_to_deadline")
-        except OSError:
-            tally.add("slow_bodies", "closed_by_server")
+            tally.add(kind, "closed_by_server")
         finally:
             tally.opened(-1)
             sock.close()
@@ -149,9 +132,11 @@ def attack(url: str, *, seconds: float, source: str, slow_header_count: int, slo
     tally = Tally()
     threads = []
     for _ in range(slow_header_count):
-        threads.append(threading.Thread(target=slow_headers, args=(host, port, source, deadline, tally)))
+        threads.append(threading.Thread(target=slow_sender, args=("slow_headers", *SLOW_HEADER, host, port, source,
+                                                                  deadline, tally)))
     for _ in range(slow_body_count):
-        threads.append(threading.Thread(target=slow_bodies, args=(host, port, source, deadline, tally)))
+        threads.append(threading.Thread(target=slow_sender, args=("slow_bodies", *SLOW_BODY, host, port, source,
+                                                                  deadline, tally)))
     for _ in range(login_clients):
         threads.append(threading.Thread(target=flood, args=("logins", url, source, deadline, max_requests, tally)))
     for _ in range(registration_clients):
