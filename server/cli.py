@@ -145,6 +145,26 @@ def _say(line: str) -> None:
     click.echo(line)
 
 
+def _archive_step(name: str, run, failed_note: str):
+    """Run backup, restore or move-archive: exit 2 on a refusal, 1 on a
+    mismatch (with what was left behind), else print the summary line and
+    return the summary."""
+    try:
+        summary = run()
+    except backup.UsageProblem as exc:
+        click.echo(f"{name} refused: {exc.message}", err=True)
+        sys.exit(2)
+    except (backup.Mismatch, WitnessError) as exc:
+        click.echo(f"{name} FAILED: {exc.message}", err=True)
+        click.echo(failed_note, err=True)
+        sys.exit(1)
+    click.echo(f"{name} complete in {summary.seconds:.1f} s: {summary.counts['recordings']} recordings, "
+               f"{summary.counts['chunks']} chunks ({summary.chunk_bytes} bytes), "
+               f"{summary.counts['audit']} audit entries, head entry {summary.audit_head['id']} "
+               f"sha256 {summary.audit_head['sha256']}")
+    return summary
+
+
 @witness.command("backup")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 def backup_command(folder: Path):
@@ -153,19 +173,8 @@ def backup_command(folder: Path):
     chunk's SHA-256 and the audit chains checked; BACKUP.json is written last.
     Never the keys (back them up apart) nor copy bundles. Exits 1 naming a
     mismatch (and writes no BACKUP.json), 2 for a folder that is not empty."""
-    try:
-        summary = backup.backup(_archive(), folder, _say)
-    except backup.UsageProblem as exc:
-        click.echo(f"backup refused: {exc.message}", err=True)
-        sys.exit(2)
-    except (backup.Mismatch, WitnessError) as exc:
-        click.echo(f"backup FAILED: {exc.message}", err=True)
-        click.echo(f"{folder} holds an unfinished backup (no {backup.INDEX_FILE}); remove it.", err=True)
-        sys.exit(1)
-    click.echo(f"backup complete in {summary.seconds:.1f} s: {summary.counts['recordings']} recordings, "
-               f"{summary.counts['chunks']} chunks ({summary.chunk_bytes} bytes), "
-               f"{summary.counts['audit']} audit entries, head entry {summary.audit_head['id']} "
-               f"sha256 {summary.audit_head['sha256']}")
+    summary = _archive_step("backup", lambda: backup.backup(_archive(), folder, _say),
+                            f"{folder} holds an unfinished backup (no {backup.INDEX_FILE}); remove it.")
     click.echo(f"records sha256 {summary.records_sha256}; the keys are not in it: back "
                f"{_archive().settings.keys_dir} up apart.")
 
@@ -177,19 +186,8 @@ def restore_command(folder: Path):
     records; no server running on it) and the configured chunk store. Every
     check runs before anything is put in place; exits 1 naming a mismatch
     (nothing written), 2 when the data folder or the keys do not fit."""
-    try:
-        summary = backup.restore(_archive(), folder, _say)
-    except backup.UsageProblem as exc:
-        click.echo(f"restore refused: {exc.message}", err=True)
-        sys.exit(2)
-    except (backup.Mismatch, WitnessError) as exc:
-        click.echo(f"restore FAILED: {exc.message}", err=True)
-        click.echo("nothing was put into the data folder.", err=True)
-        sys.exit(1)
-    click.echo(f"restore complete in {summary.seconds:.1f} s: {summary.counts['recordings']} recordings, "
-               f"{summary.counts['chunks']} chunks ({summary.chunk_bytes} bytes), "
-               f"{summary.counts['audit']} audit entries, head entry {summary.audit_head['id']} "
-               f"sha256 {summary.audit_head['sha256']}")
+    _archive_step("restore", lambda: backup.restore(_archive(), folder, _say),
+                  "nothing was put into the data folder.")
     click.echo("copy bundles are not in a backup: a restored ready request's download answers "
                "bundle_not_ready until a new request builds a new one. Start the server with the same keys.")
 
@@ -203,18 +201,7 @@ def move_archive_command(folder: Path):
     runs first; the rows commit only if the counts and audit chains verify
     in PostgreSQL. Exits 1 naming a mismatch (nothing kept), 2 when the
     target or the keys do not fit."""
-    try:
-        summary = backup.move_archive(_archive(), folder, _say)
-    except backup.UsageProblem as exc:
-        click.echo(f"move-archive refused: {exc.message}", err=True)
-        sys.exit(2)
-    except (backup.Mismatch, WitnessError) as exc:
-        click.echo(f"move-archive FAILED: {exc.message}", err=True)
-        click.echo("nothing was kept in the PostgreSQL records; chunks put were removed again.", err=True)
-        sys.exit(1)
-    click.echo(f"move-archive complete in {summary.seconds:.1f} s: {summary.counts['recordings']} recordings, "
-               f"{summary.counts['chunks']} chunks ({summary.chunk_bytes} bytes), "
-               f"{summary.counts['audit']} audit entries, head entry {summary.audit_head['id']} "
-               f"sha256 {summary.audit_head['sha256']}")
+    _archive_step("move-archive", lambda: backup.move_archive(_archive(), folder, _say),
+                  "nothing was kept in the PostgreSQL records; chunks put were removed again.")
     click.echo("copy bundles are not moved: a ready request's download answers bundle_not_ready until a new "
                "request builds a new one. Start the nodes with the same keys.")
