@@ -11,7 +11,7 @@ import click
 from flask import Flask
 
 from sync.archive import Archive
-from sync.scheduler import start_background_jobs
+from sync.domain.scheduler import start_background_jobs
 from sync.settings import Settings
 
 from . import account, console, console_account, console_custodians, copies, custodians, devices, pages, public, recorder, staff

@@ -10,7 +10,7 @@ import time
 from flask import Blueprint, g, jsonify
 from flask_jwt_extended import get_jwt
 
-from sync import accounts, logins
+from sync.domain import accounts, logins
 
 from .auth import STAFF_ROLES, archive, require_role
 from .clients import client_key

@@ -18,8 +18,8 @@ from functools import wraps
 from flask import current_app, g
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt, verify_jwt_in_request
 
-from sync import accounts, logins
-from sync.retrieval import Viewer
+from sync.domain import accounts, logins
+from sync.domain.retrieval import Viewer
 
 from .errors import error_response
 from .extensions import jwt

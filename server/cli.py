@@ -11,7 +11,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from sync import accounts, audit, backup, finalize, reconcile
+from sync.domain import accounts, audit, backup, finalize, reconcile
 from sync.errors import InvalidInput, NotFound, WitnessError
 
 witness = AppGroup("witness", help="Operate the Witness Sync server.")

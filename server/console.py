@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
 
-from sync import copies, logins, retrieval
-from sync.accounts import parse_device_id
+from sync.domain import copies, logins, retrieval
+from sync.domain.accounts import parse_device_id
 from sync.errors import (
     BadCredentials,
     InvalidInput,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
 
-from sync import accounts, logins
+from sync.domain import accounts, logins
 from sync.errors import InvalidInput, SecondFactorAlreadyOn, TooManyAttempts, WrongSecondFactor
 
 from .auth import archive

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from sync import copies
-from sync.ingest import parse_recording_id
+from sync.domain import copies
+from sync.domain.ingest import parse_recording_id
 
 from .auth import archive, require_role
 from .ranges import requested_range

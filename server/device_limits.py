@@ -18,7 +18,7 @@ from functools import wraps
 
 from flask import current_app, g
 
-from sync.buckets import TokenBuckets, whole_seconds
+from sync.domain.buckets import TokenBuckets, whole_seconds
 
 from .auth import DEVICE
 from .errors import error_response

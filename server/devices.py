@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
-from sync import accounts, ingest
+from sync.domain import accounts, ingest
 from sync.errors import ChunkTooLarge, InvalidInput
 
 from .auth import DEVICE, STAFF_ROLES, archive, issue_tokens, require_role

@@ -12,7 +12,7 @@ from gunicorn.http.errors import ParseException as GunicornParseError
 from werkzeug.exceptions import HTTPException
 
 from sync import errors as domain
-from sync.footage import FootageDamaged
+from sync.domain.footage import FootageDamaged
 
 from .ranges import RangeNotSatisfiable
 

@@ -16,7 +16,7 @@ import hmac
 
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 
-from sync.health import ReadinessProbe
+from sync.domain.health import ReadinessProbe
 
 from . import metrics
 from .auth import archive

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
-from sync.health import archive_numbers
+from sync.domain.health import archive_numbers
 
 # Only the metrics below; no process or platform collectors (in multiprocess
 # mode they would describe one arbitrary worker), and no `_created` series

@@ -33,7 +33,7 @@ from flask_jwt_extended.exceptions import CSRFError, JWTExtendedException
 from markupsafe import Markup
 
 from sync import errors as domain
-from sync import logins
+from sync.domain import logins
 from sync.timefmt import parse_time
 
 from .auth import STAFF_ROLES, archive, enter_session

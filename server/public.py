@@ -8,8 +8,8 @@ from importlib import resources
 from flask import Blueprint, Response, jsonify
 
 from crypto.signing import public_key_pem
-from sync import logins
-from sync.ingest import b64url_encode as _b64url
+from sync.domain import logins
+from sync.domain.ingest import b64url_encode as _b64url
 
 from .auth import DEVICE, STAFF_ROLES, archive, issue_access_token_for_refresh, issue_tokens, require_role
 from .clients import client_key

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import request
 
 from sync.errors import InvalidInput
-from sync.ingest import MAX_CHUNK_INDEX, parse_recording_id
+from sync.domain.ingest import MAX_CHUNK_INDEX, parse_recording_id
 from sync.timefmt import normalize_time
 
 MAX_JSON_BYTES = 64 * 1024

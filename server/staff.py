@@ -7,8 +7,8 @@ import itertools
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from sync import retrieval
-from sync.accounts import parse_device_id
+from sync.domain import retrieval
+from sync.domain.accounts import parse_device_id
 from sync.errors import InvalidInput
 
 from .auth import STAFF_ROLES, archive, require_role

@@ -12,7 +12,8 @@ from crypto.keys import ServerKeys, load_or_create_server_keys
 from .leader import LeaderLock, open_leader_lock
 from .records import Records, open_records
 from .settings import Settings
-from .storage import BlobStore, ChunkStore, FileBlobStore, FileChunkStore
+from .storage import BlobStore, ChunkStore
+from .storage.files import FileBlobStore, FileChunkStore
 from .timefmt import format_time, utc_now
 
 CHUNKS_FOLDER, BUNDLES_FOLDER = "chunks", "bundles"
@@ -73,6 +74,6 @@ def open_stores(settings: Settings) -> tuple[ChunkStore, BlobStore]:
         raise ValueError(f"WITNESS_CHUNK_STORE is {settings.chunk_store} but {local} still holds chunk files: "
                          "copy them into the bucket (under <prefix>chunks/) and move that folder away first, "
                          "or unset WITNESS_CHUNK_STORE")
-    from .s3 import open_s3_stores  # boto3 is loaded only when it is used
+    from .storage.s3 import open_s3_stores  # boto3 is loaded only when it is used
 
     return open_s3_stores(settings.chunk_store, endpoint_url=settings.s3_endpoint_url)

@@ -12,8 +12,9 @@ import uuid
 import pytest
 
 from sync.errors import StorageFull, StoreUnavailable
-from sync.ingest import chunk_file_name
-from sync.storage import ChunkListing, FileChunkStore, StoredChunk
+from sync.domain.ingest import chunk_file_name
+from sync.storage import ChunkListing, StoredChunk
+from sync.storage.files import FileChunkStore
 
 from ..services import SeaweedFS
 from .stores import contract_bucket, s3_credentials, s3_stores, stores  # noqa: F401 (fixtures)

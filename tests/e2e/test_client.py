@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from sync.client import Backoff, DeviceClient, ServerUnreachable, UploadRefused
+from sync.client.device import Backoff, DeviceClient, ServerUnreachable, UploadRefused
 
 from ..support import ServerProcess
 

@@ -17,9 +17,9 @@ import uuid
 import pytest
 import requests
 
-from sync import ingest
+from sync.domain import ingest
 from sync.archive import Archive
-from sync.reconcile import reconcile_storage
+from sync.domain.reconcile import reconcile_storage
 from sync.settings import Settings
 
 from ..services import S3_TEST_ENV, SeaweedFS

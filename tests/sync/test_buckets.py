@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.buckets import TokenBuckets, whole_seconds
+from sync.domain.buckets import TokenBuckets, whole_seconds
 from sync.settings import Settings
 
 

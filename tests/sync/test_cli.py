@@ -2,7 +2,7 @@
 
 import pytest
 
-from sync import logins
+from sync.domain import logins
 from sync.errors import BadCredentials
 
 

@@ -3,9 +3,9 @@ taking over from one that died while building a bundle."""
 
 from __future__ import annotations
 
-from sync import audit, copies
+from sync.domain import audit, copies
 from sync.archive import Archive
-from sync.copies import StaffMember
+from sync.domain.copies import StaffMember
 
 from .test_migration import RECORDING, make_v1_file
 

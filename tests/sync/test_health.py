@@ -11,11 +11,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crypto.aead import encrypt_chunk, new_content_key, seal_content_key
-from sync import accounts, copies, finalize, health, ingest
+from sync.domain import accounts, copies, finalize, health, ingest
 from sync.archive import Archive
-from sync.disk import disk_free_bytes
+from sync.domain.disk import disk_free_bytes
 from sync.errors import StorageFull
-from sync.scheduler import start_background_jobs
+from sync.domain.scheduler import start_background_jobs
 
 from ..support import b64url, content_digest
 from .test_races import new_recording, put

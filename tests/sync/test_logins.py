@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crypto.totp import current_code
-from sync import accounts, audit, logins
+from sync.domain import accounts, audit, logins
 from sync.archive import Archive
 from sync.errors import BadCredentials, InvalidInput, OwnAccountElsewhere, TooManyAttempts, WrongSecondFactor
 from sync.settings import Settings

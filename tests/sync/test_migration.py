@@ -7,10 +7,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sync import audit, logins
-from sync.accounts import hash_password
+from sync.domain import audit, logins
+from sync.domain.accounts import hash_password
 from sync.archive import Archive
-from sync.retrieval import RecordingFilter, Viewer, list_recordings
+from sync.domain.retrieval import RecordingFilter, Viewer, list_recordings
 
 SCHEMA_V1 = Path(__file__).with_name("schema_v1.sql")
 DEVICE, RECORDING = "0b0e7a3c-6a55-4f4e-9d71-2f1b8f9c0a11", "5e3c0d7e-1f43-4c8a-a9d2-6b7f1e2a3b4c"

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crypto.aead import encrypt_chunk, new_content_key, seal_content_key
-from sync import accounts, finalize, ingest
+from sync.domain import accounts, finalize, ingest
 from sync.archive import Archive
 from sync.errors import Busy
-from sync.footage import FootageDamaged, iter_chunk_plaintexts
-from sync.storage import FileChunkStore
+from sync.domain.footage import FootageDamaged, iter_chunk_plaintexts
+from sync.storage.files import FileChunkStore
 
 from ..support import b64url, content_digest
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sync import accounts, copies, finalize, ingest
+from sync.domain import accounts, copies, finalize, ingest
 from sync.archive import Archive
-from sync.copies import StaffMember
+from sync.domain.copies import StaffMember
 from sync.evidence.verify import verify_bundle
 from sync.settings import Settings
 
@@ -90,7 +90,7 @@ def guarded(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_guard_refuses_the_domain(tmp_path):
     # Without this, a guard that blocked nothing would pass the tests below.
-    refused = guarded(tmp_path, "--import", "sync.audit")
+    refused = guarded(tmp_path, "--import", "sync.domain.audit")
     assert refused.returncode != 0
     # The domain's records (sqlite3, sqlite_utils, fcntl for the writer lock)
     # are among what it refuses, whichever the import meets first.

@@ -30,8 +30,8 @@ from crypto.tsa import (TimeStampFacts, TimeStampInvalid, time_stamp, time_stamp
                         verify_time_stamp_reply)
 
 from . import audit
-from .archive import Archive
-from .timefmt import format_time
+from ..archive import Archive
+from ..timefmt import format_time
 
 log = logging.getLogger("witness.timestamps")
 

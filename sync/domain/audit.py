@@ -27,12 +27,12 @@ from typing import Iterator
 
 from crypto.hashing import canonical_json
 
-from .archive import Archive
-from .errors import InvalidInput
-from .evidence.custody import ENTRY_FIELDS, GENESIS, entry_digest, public_entry
+from ..archive import Archive
+from ..errors import InvalidInput
+from ..evidence.custody import ENTRY_FIELDS, GENESIS, entry_digest, public_entry
 from .paging import make_cursor, read_cursor, split_page
-from .records import Unit, upsert_row
-from .timefmt import normalize_time
+from ..records import Unit, upsert_row
+from ..timefmt import normalize_time
 
 _HEAD_KEY = "audit_head"
 

@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 
 def make_cursor(kind: str, *values) -> str:

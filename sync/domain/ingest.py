@@ -50,9 +50,9 @@ from crypto.aead import SEALED_KEY_BYTES, decrypt_chunk, open_content_key
 from crypto.signing import load_device_public_key, verify_chunk_signature
 
 from . import audit
-from .archive import Archive
+from ..archive import Archive
 from .disk import below_watermark
-from .errors import (
+from ..errors import (
     BadDeviceSignature,
     BelowWatermark,
     Busy,
@@ -70,9 +70,9 @@ from .errors import (
     WitnessError,
 )
 from .identifiers import parse_canonical_uuid
-from .records import insert_row
-from .storage import LocalChunkDisk
-from .timefmt import format_time, normalize_time
+from ..records import insert_row
+from ..storage import LocalChunkDisk
+from ..timefmt import format_time, normalize_time
 
 log = logging.getLogger("witness.ingest")
 

@@ -56,13 +56,14 @@ from typing import Callable
 from crypto.hashing import canonical_json
 
 from . import audit
-from .archive import Archive
-from .errors import WitnessError
+from ..archive import Archive
+from ..errors import WitnessError
 from .ingest import chunk_file_name
-from .records import RECORDS_FILE
-from .records.migrations import latest_version
-from .records.sqlite_backup import ReadOnlyRecords, is_records_file, restore_into, snapshot_into
-from .storage import BLOCK_BYTES, ChunkListing, FileBlobStore, FileChunkStore, read_blocks
+from ..records import RECORDS_FILE
+from ..records.migrations import latest_version
+from ..records.sqlite_backup import ReadOnlyRecords, is_records_file, restore_into, snapshot_into
+from ..storage import BLOCK_BYTES, ChunkListing, read_blocks
+from ..storage.files import FileBlobStore, FileChunkStore
 
 FORMAT = "witness-sync-backup"
 FORMAT_VERSION = 1
@@ -279,7 +280,7 @@ def move_archive(archive: Archive, source: Path, say: Say = lambda line: None) -
     go in in one transaction that commits only when the audit chains and
     counts check out in PostgreSQL itself, else nothing is kept. Raises
     `UsageProblem`, `Mismatch`, `StoreUnavailable`, `Busy`."""
-    from .records.postgres_load import advance_identities
+    from ..records.postgres_load import advance_identities
 
     began = time.monotonic()
     backend = getattr(archive.database, "backend", "sqlite")

@@ -22,9 +22,9 @@ from crypto.signing import public_key_pem
 from crypto.tsa import time_stamp, token_time
 
 from . import accounts
-from .archive import Archive
-from .evidence.custody import custody_line, for_copy, public_entry
-from .evidence.layout import (
+from ..archive import Archive
+from ..evidence.custody import custody_line, for_copy, public_entry
+from ..evidence.layout import (
     CERTIFICATION,
     CUSTODY_LOG,
     CUSTODY_LOG_TOKEN,
@@ -40,9 +40,9 @@ from .evidence.layout import (
     manifest_member,
     top_folder,
 )
-from .evidence.manifest import read_manifest
+from ..evidence.manifest import read_manifest
 from .footage import FootageDamaged, iter_chunk_plaintexts
-from .timefmt import format_time
+from ..timefmt import format_time
 
 
 class BundleFailed(Exception):

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from crypto.aead import encrypt_chunk, new_content_key, seal_content_key
 from crypto.signing import public_key_pem, sign_chunk
 
-from .timefmt import format_time, utc_now
+from ..timefmt import format_time, utc_now
 
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504, 507}
 

@@ -10,8 +10,8 @@ from typing import Iterator
 from crypto import InvalidEvidence
 from crypto.aead import decrypt_chunk, open_content_key
 
-from .archive import Archive
-from .errors import NotFound
+from ..archive import Archive
+from ..errors import NotFound
 from .ingest import chunk_file_name
 from .reconcile import forget_chunk
 

@@ -43,8 +43,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import StoreUnavailable
-from .storage import StoredChunk, read_blocks
+from ..errors import StoreUnavailable
+from . import StoredChunk, read_blocks
 
 log = logging.getLogger("witness.s3")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import shutil
 
-from .archive import Archive
-from .storage import LocalChunkDisk
+from ..archive import Archive
+from ..storage import LocalChunkDisk
 
 
 def disk_free_bytes(archive: Archive) -> int:

@@ -21,11 +21,11 @@ import threading
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from .archive import Archive
+from ..archive import Archive
 from .copies import build_approved_bundles, resume_interrupted_builds
 from .expiry import expire_unused_devices
 from .finalize import finalize_due_recordings
-from .leader import LeaderLock
+from ..leader import LeaderLock
 from .reconcile import reconcile_storage
 from .timestamps import ExternalStampingJob, backfill_builtin_tokens
 

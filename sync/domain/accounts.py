@@ -26,11 +26,11 @@ from crypto import InvalidEvidence
 from crypto.signing import load_device_public_key
 
 from . import audit
-from .archive import Archive
-from .errors import EnrollmentRefused, Forbidden, InvalidInput, NotFound, OwnAccountElsewhere
+from ..archive import Archive
+from ..errors import EnrollmentRefused, Forbidden, InvalidInput, NotFound, OwnAccountElsewhere
 from .identifiers import parse_canonical_uuid
 from .paging import make_cursor, read_cursor, split_page
-from .records import DEFAULT_ORGANISATION_ID, insert_row, one_row
+from ..records import DEFAULT_ORGANISATION_ID, insert_row, one_row
 
 STAFF_ROLES = ("observer", "lawyer", "custodian")
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")

@@ -52,8 +52,8 @@ from crypto.totp import (
 
 from . import audit
 from .accounts import MAX_PASSWORD_BYTES, check_new_password, hash_password, password_matches
-from .archive import Archive
-from .errors import (
+from ..archive import Archive
+from ..errors import (
     BadCredentials,
     InvalidInput,
     SecondFactorAlreadyOn,
@@ -61,8 +61,8 @@ from .errors import (
     TooManyAttempts,
     WrongSecondFactor,
 )
-from .records import upsert_row
-from .timefmt import format_time
+from ..records import upsert_row
+from ..timefmt import format_time
 
 # Checked against when the username is unknown, so that answer takes as long
 # as a wrong password. Its password is random and was thrown away.

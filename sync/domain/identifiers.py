@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 
 def parse_canonical_uuid(text, field: str) -> str:

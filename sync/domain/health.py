@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .archive import Archive
+from ..archive import Archive
 from .disk import below_watermark, disk_free_bytes
 from .finalize import finalization_lag_seconds
 
