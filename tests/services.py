@@ -180,3 +180,23 @@ class SeaweedFS:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+SHARED_BUCKET = "witness-e2e"
+_shared: SeaweedFS | None = None
+
+
+def shared_seaweedfs() -> SeaweedFS:
+    """One SeaweedFS for the whole test process, with `SHARED_BUCKET` made,
+    started on first use and stopped (its folder removed) when the process
+    exits: the store of every server under WITNESS_TEST_CHUNKS=s3."""
+    global _shared
+    if _shared is None:
+        import atexit
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="wweed-"))
+        _shared = SeaweedFS(root).start()
+        atexit.register(lambda: (_shared.stop(), shutil.rmtree(root, ignore_errors=True)))
+        _shared.bucket(SHARED_BUCKET)
+    return _shared

@@ -57,6 +57,7 @@ def free_port() -> int:
 
 
 _DATABASES: dict[str, str] = {}  # server root -> its PostgreSQL database (WITNESS_TEST_RECORDS)
+_STORES: dict[str, str] = {}  # server root -> its s3:// location (WITNESS_TEST_CHUNKS)
 
 
 class ServerProcess:
@@ -96,6 +97,15 @@ class ServerProcess:
             if root_key not in _DATABASES:
                 _DATABASES[root_key] = shared_cluster().new_database()
             self.env["WITNESS_DATABASE_URL"] = _DATABASES[root_key]
+        # WITNESS_TEST_CHUNKS=s3: the chunks and bundles of every server under
+        # a prefix of its own in one bucket of one throwaway SeaweedFS.
+        if os.environ.get("WITNESS_TEST_CHUNKS") == "s3" and "WITNESS_CHUNK_STORE" not in env:
+            from .services import SHARED_BUCKET, shared_seaweedfs
+
+            root_key = str(self.root.resolve())
+            if root_key not in _STORES:
+                _STORES[root_key] = f"s3://{SHARED_BUCKET}/{uuid.uuid4().hex}"
+            self.env.update(shared_seaweedfs().env(_STORES[root_key]))
         # What the test set itself wins over the front door's test defaults.
         self._env_overrides = {k: str(v) for k, v in env.items()}
         self.process: subprocess.Popen | None = None
@@ -166,6 +176,48 @@ class ServerProcess:
     def database_url(self) -> str | None:
         """The PostgreSQL database of this server's records, or None (SQLite)."""
         return self.env.get("WITNESS_DATABASE_URL")
+
+    @property
+    def _s3(self):
+        """(client, bucket, prefix) of this server's S3 chunk store, or None (files)."""
+        url = self.env.get("WITNESS_CHUNK_STORE")
+        if not url:
+            return None
+        import boto3
+        from botocore.config import Config
+
+        from .services import S3_TEST_ENV
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        client = boto3.session.Session(aws_access_key_id=S3_TEST_ENV["AWS_ACCESS_KEY_ID"],
+                                       aws_secret_access_key=S3_TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+                                       region_name="us-east-1").client(
+            "s3", endpoint_url=self.env["WITNESS_S3_ENDPOINT_URL"], config=Config(s3={"addressing_style": "path"}))
+        return client, bucket, f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+
+    def held_chunks(self, recording_id: str, *, area: str = "chunks") -> dict[str, bytes]:
+        """Everything the chunk store holds for a recording (temporary files
+        included), by name, with its bytes, on files or S3 alike; `area=
+        "quarantine"` for what was set apart as damaged."""
+        s3 = self._s3
+        if s3 is None:
+            folder = self.data_dir / "chunks" / (".quarantine" if area == "quarantine" else "") / recording_id
+            return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
+        client, bucket, prefix = s3
+        base, found = f"{prefix}{area}/{recording_id}/", {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
+            for item in page.get("Contents", []):
+                found[item["Key"][len(base):]] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        return dict(sorted(found.items()))
+
+    def overwrite_held_chunk(self, recording_id: str, name: str, data: bytes) -> None:
+        """Change a stored chunk's bytes behind the server's back (damage)."""
+        s3 = self._s3
+        if s3 is None:
+            (self.data_dir / "chunks" / recording_id / name).write_bytes(data)
+        else:
+            client, bucket, prefix = s3
+            client.put_object(Bucket=bucket, Key=f"{prefix}chunks/{recording_id}/{name}", Body=data)
 
     def query(self, sql: str, params=()) -> list[dict]:
         """Rows of a read of this server's records, from the test, whichever

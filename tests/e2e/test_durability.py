@@ -84,6 +84,7 @@ def test_every_acknowledged_chunk_survives_kill_9_during_concurrent_uploads(fres
         restarted.kill()
 
 
+@pytest.mark.local_files
 def test_startup_reconciles_files_with_records(fresh_server):
     server = fresh_server.start()
     phone = Phone(server)
@@ -133,6 +134,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.local_files
 def test_full_disk_is_a_clear_507_and_leaves_nothing(small_disk, tmp_path):
     # No watermark on a 3 MiB disk (it refuses new recordings below 1 GiB
     # free by default): this is about the disk really filling up.

@@ -160,18 +160,17 @@ def test_media_honours_ranges(server, observer):
 def test_damaged_chunk_on_disk_is_a_json_error_not_wrong_footage(server, observer):
     recording = Phone(server).create_recording()
     recording.put(0, recording.chunk(0, b"original footage"))
-    (stored,) = (server.data_dir / "chunks" / recording.id).iterdir()
-    data = bytearray(stored.read_bytes())
+    ((name, stored),) = server.held_chunks(recording.id).items()
+    data = bytearray(stored)
     data[3] ^= 0xFF
-    stored.write_bytes(bytes(data))
+    server.overwrite_held_chunk(recording.id, name, bytes(data))
     answer = requests.get(f"{server.url}/v1/recordings/{recording.id}/media", headers=observer)
     assert answer.status_code == 500
     assert answer.json()["error"] == "footage_damaged"
     # The damaged bytes are quarantined, not served and not signed; the phone
     # sees the chunk missing and sends it again.
     assert recording.status().json()["received"] == []
-    quarantined = list((server.data_dir / "chunks" / ".quarantine" / recording.id).iterdir())
-    assert [p.read_bytes() for p in quarantined] == [bytes(data)]
+    assert list(server.held_chunks(recording.id, area="quarantine").values()) == [bytes(data)]
     assert recording.put(0, recording.chunk(0, b"original footage")).status_code == 201
     assert requests.get(f"{server.url}/v1/recordings/{recording.id}/media", headers=observer).content \
         == b"original footage"
