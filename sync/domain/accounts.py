@@ -30,7 +30,7 @@ from ..archive import Archive
 from ..errors import EnrollmentRefused, Forbidden, InvalidInput, NotFound, OwnAccountElsewhere
 from .identifiers import parse_canonical_uuid
 from .paging import make_cursor, read_cursor, split_page
-from ..records import DEFAULT_ORGANISATION_ID, insert_row, one_row
+from ..records import DEFAULT_ORGANISATION_ID
 
 STAFF_ROLES = ("observer", "lawyer", "custodian")
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
@@ -59,11 +59,11 @@ def create_organisation(archive: Archive, slug: str, name: str, *, actor: str = 
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
         raise InvalidInput("invalid_name", "An organisation's name is 1-200 characters.")
     with archive.database.transaction() as db:
-        if one_row(db, "SELECT 1 FROM organisations WHERE slug = ?", [slug]):
+        if db.one("SELECT 1 FROM organisations WHERE slug = ?", [slug]):
             raise InvalidInput("slug_taken", f"An organisation named {slug!r} already exists.")
         now = archive.now()
-        organisation_id = insert_row(db, "organisations", {"slug": slug, "name": name.strip(), "created_at": now},
-                                     returning="id")
+        organisation_id = db.insert("organisations", {"slug": slug, "name": name.strip(), "created_at": now},
+                                    returning="id")
         audit.append_entry(db, at=now, actor=actor, action="organisation.created", organisation_id=organisation_id,
                            detail={"slug": slug, "name": name.strip()})
     return organisation(archive, organisation_id)
@@ -119,8 +119,8 @@ def register_device(
     device_id = str(uuid.uuid4())
     with archive.database.transaction() as db:
         if enrollment_code is not None:
-            code = one_row(db, "SELECT organisation_id, revoked_at FROM enrollment_codes WHERE code = ?",
-                                      [enrollment_code])
+            code = db.one("SELECT organisation_id, revoked_at FROM enrollment_codes WHERE code = ?",
+                          [enrollment_code])
             if code is None or code["revoked_at"] is not None:
                 raise EnrollmentRefused("That enrollment code is not valid on this server; ask the organisation "
                                         "for a current one.")
@@ -130,8 +130,8 @@ def register_device(
         else:
             raise EnrollmentRefused("This server needs an enrollment code; ask the organisation running it.")
         now = archive.now()
-        insert_row(db, "devices", {"id": device_id, "organisation_id": organisation_id, "created_at": now,
-                                   "public_key_pem": public_key_pem, "enrollment_code": enrollment_code})
+        db.insert("devices", {"id": device_id, "organisation_id": organisation_id, "created_at": now,
+                  "public_key_pem": public_key_pem, "enrollment_code": enrollment_code})
         audit.append_entry(db, at=now, actor=f"device:{device_id}", action="device.registered",
                            organisation_id=organisation_id,
                            detail={"signs_chunks": public_key_pem is not None,
@@ -171,8 +171,8 @@ def revoke_device(archive: Archive, organisation_id: int, device_id: str, *, act
     what it uploaded stays. Revoking a revoked device changes nothing.
     Raises `NotFound` for a device of another organisation or none."""
     with archive.database.transaction() as db:
-        row = one_row(db, "SELECT * FROM devices WHERE id = ? AND organisation_id = ?",
-                                 [device_id, organisation_id])
+        row = db.one("SELECT * FROM devices WHERE id = ? AND organisation_id = ?",
+                     [device_id, organisation_id])
         if row is None:
             raise NotFound("No such device.")
         if row["revoked_at"] is None:
@@ -217,8 +217,8 @@ def create_enrollment_code(archive: Archive, note: str = "", *, organisation_id:
     code = secrets.token_urlsafe(12)
     with archive.database.transaction() as db:
         now = archive.now()
-        insert_row(db, "enrollment_codes", {"code": code, "organisation_id": organisation_id, "created_at": now,
-                                            "note": note, "created_by": actor})
+        db.insert("enrollment_codes", {"code": code, "organisation_id": organisation_id, "created_at": now,
+                  "note": note, "created_by": actor})
         # The code itself stays out of the log: the log is read more widely.
         audit.append_entry(db, at=now, actor=actor, action="enrollment_code.created",
                            organisation_id=organisation_id, detail={"note": note, "code_prefix": code[:4]})
@@ -251,8 +251,8 @@ def revoke_enrollment_code(archive: Archive, organisation_id: int, code: str, *,
     if not isinstance(code, str) or not _ENROLLMENT_CODE.fullmatch(code):
         raise NotFound("No such enrollment code.")
     with archive.database.transaction() as db:
-        row = one_row(db, "SELECT revoked_at FROM enrollment_codes WHERE code = ? AND organisation_id = ?",
-                                 [code, organisation_id])
+        row = db.one("SELECT revoked_at FROM enrollment_codes WHERE code = ? AND organisation_id = ?",
+                     [code, organisation_id])
         if row is None:
             raise NotFound("No such enrollment code.")
         if row["revoked_at"] is None:
@@ -363,10 +363,10 @@ def create_staff_user(archive: Archive, username: str, role: str, password: str,
         raise InvalidInput("invalid_role", f"role must be one of {', '.join(STAFF_ROLES)}.")
     password_hash = hash_password(check_new_password(password, username=username))
     with archive.database.transaction() as db:
-        if one_row(db, "SELECT 1 FROM staff WHERE username = ?", [username]):
+        if db.one("SELECT 1 FROM staff WHERE username = ?", [username]):
             raise InvalidInput("username_taken", f"A user named {username!r} already exists on this server.")
         now = archive.now()
-        staff_id = insert_row(db, "staff", {
+        staff_id = db.insert("staff", {
             "organisation_id": organisation_id, "username": username, "role": role,
             "password_hash": password_hash, "created_at": now, "session_generation": 0,
         }, returning="id")
@@ -440,8 +440,8 @@ def update_staff(archive: Archive, organisation_id: int, staff_id: int, changes,
                                                          username=target["username"] if target else None))
     actor = f"staff:{by['username']}"
     with archive.database.transaction() as db:
-        row = one_row(db, "SELECT * FROM staff WHERE id = ? AND organisation_id = ?",
-                                 [staff_id, organisation_id])
+        row = db.one("SELECT * FROM staff WHERE id = ? AND organisation_id = ?",
+                     [staff_id, organisation_id])
         if row is None:
             raise NotFound("No such user.")
         if row["id"] == by["id"] and (changes.get("disabled") is True

@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from crypto.hashing import canonical_json
-
 from ..archive import Archive
 from ..errors import InvalidInput
 from ..evidence.custody import ENTRY_FIELDS, GENESIS, entry_digest, public_entry
 from .paging import make_cursor, read_cursor, split_page
-from ..records import Unit, upsert_row
+from ..records import Unit
 from ..timefmt import normalize_time
 
 _HEAD_KEY = "audit_head"
@@ -75,7 +74,7 @@ def append_entry(
     entry["sha256"] = entry_digest(entry)
     db.execute(f"INSERT INTO audit ({', '.join(ENTRY_FIELDS)}) VALUES ({', '.join('?' for _ in ENTRY_FIELDS)})",
                [entry[column] for column in ENTRY_FIELDS])
-    upsert_row(db, "meta", {"key": _HEAD_KEY, "value": f"{entry['id']}:{entry['sha256']}"}, key=["key"])
+    db.upsert("meta", {"key": _HEAD_KEY, "value": f"{entry['id']}:{entry['sha256']}"}, key=["key"])
     return entry
 
 

@@ -20,7 +20,6 @@ from ..errors import NotFound, NotReady
 from ..evidence.manifest import ManifestChunk, build_manifest
 from .footage import iter_chunk_plaintexts
 from .ingest import index_ranges, missing_ranges
-from ..records import insert_row
 from ..timefmt import format_time, parse_time
 
 
@@ -147,7 +146,7 @@ def finalize_recording(archive: Archive, recording_id: str) -> int | None:
         digest = hashlib.sha256(body).digest()
         sha256 = digest.hex()
         token = time_stamp(archive.keys.tsa, digest, at=archive.clock())
-        insert_row(db, "manifests", {
+        db.insert("manifests", {
             "recording_id": recording_id, "version": version, "state": state, "body": body,
             "sha256": sha256, "signature": archive.keys.signing_private.sign(body), "tsr": token,
             "created_at": now,

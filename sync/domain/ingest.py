@@ -70,7 +70,6 @@ from ..errors import (
     WitnessError,
 )
 from .identifiers import parse_canonical_uuid
-from ..records import insert_row
 from ..storage import LocalChunkDisk
 from ..timefmt import format_time, normalize_time
 
@@ -192,7 +191,7 @@ def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool
             "chunk_count": 0,
             "footage_size": 0,
         }
-        insert_row(db, "recordings", row)
+        db.insert("recordings", row)
         audit.append_entry(db, at=now, actor=f"device:{device_id}", action="recording.created",
                            recording_id=recording_id, detail={"content_type": content_type, "started_at": started_at})
     if isinstance(archive.chunks, LocalChunkDisk):

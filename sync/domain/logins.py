@@ -61,7 +61,7 @@ from ..errors import (
     TooManyAttempts,
     WrongSecondFactor,
 )
-from ..records import upsert_row
+
 from ..timefmt import format_time
 
 # Checked against when the username is unknown, so that answer takes as long
@@ -289,8 +289,8 @@ def end_session(archive: Archive, session_id: str, expires_at: int, *, actor: st
     with archive.database.transaction() as db:
         now = archive.clock()
         db.execute("DELETE FROM ended_sessions WHERE expires_at < ?", [int(now.timestamp())])
-        upsert_row(db, "ended_sessions", {"sid": session_id, "ended_at": format_time(now), "expires_at": expires_at},
-                   key=["sid"])
+        db.upsert("ended_sessions", {"sid": session_id, "ended_at": format_time(now), "expires_at": expires_at},
+                  key=["sid"])
         audit.append_entry(db, at=format_time(now), actor=actor, action="staff.logout",
                            organisation_id=organisation_id, detail={})
 

@@ -141,26 +141,3 @@ def first(rows: Iterator[dict] | list[dict]) -> dict | None:
     for row in rows:
         return row
     return None
-
-
-# Functions over any unit, for domain code (the same as the `Unit` methods).
-
-def one_row(unit, sql: str, params: Params = ()) -> dict | None:
-    """The first row of a query in `unit`, or None."""
-    return next(iter(unit.query(sql, params)), None)
-
-
-def insert_row(unit, table: str, row: Mapping[str, Any], *, returning: str | None = None) -> Any:
-    """Insert one row in `unit`; with `returning`, that column's value (an
-    id the database chose)."""
-    sql, params = insert_sql(table, row, returning)
-    if returning is None:
-        unit.execute(sql, params)
-        return None
-    return list(unit.query(sql, params))[0][returning]
-
-
-def upsert_row(unit, table: str, row: Mapping[str, Any], *, key: Sequence[str]) -> None:
-    """Insert one row in `unit`, or update the other columns of the row
-    with the same `key` columns."""
-    unit.execute(*upsert_sql(table, row, key))

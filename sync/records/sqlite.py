@@ -67,11 +67,6 @@ class SQLiteUnit:
         sql, params = upsert_sql(table, row, key)
         self._db.execute(sql, params)
 
-    def __getitem__(self, table: str) -> sqlite_utils.db.Table:
-        # SQLite only, for modules not yet moved to `insert`/`upsert`/SQL;
-        # nothing new may use it (it does not exist on PostgreSQL).
-        return self._db[table]
-
 
 class SQLiteRecords:
     """Owns the SQLite file: migrations, per-thread connections, transactions."""
