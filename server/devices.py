@@ -7,11 +7,21 @@ from flask import Blueprint, g, jsonify, request
 
 from sync.domain import accounts, ingest
 from sync.errors import ChunkTooLarge, InvalidInput
+from sync.timefmt import normalize_time
 
 from .auth import DEVICE, STAFF_ROLES, archive, issue_tokens, require_role
 from .device_limits import limited
 from .errors import error_response
-from .requests import has_body, json_body, path_chunk_index, path_recording_id
+from .requests import (
+    RECORDING_MEDIA_TYPE,
+    content_digest_sha256,
+    final_flag,
+    has_body,
+    header_time,
+    json_body,
+    path_chunk_index,
+    path_recording_id,
+)
 
 bp = Blueprint("devices", __name__)
 
@@ -31,7 +41,7 @@ def register_device():
 @limited(new_recording=True)
 def create_recording():
     """Create a recording (idempotent for the identical body)."""
-    answer, created = ingest.create_recording(archive(), g.device_id, json_body())
+    answer, created = ingest.create_recording(archive(), g.device_id, _new_recording(json_body()))
     return jsonify(answer), 201 if created else 200
 
 
@@ -49,13 +59,16 @@ def put_chunk(recording_id: str, index: str):
     if request.content_length is not None and request.content_length > limit:
         raise ChunkTooLarge(f"Chunks may be at most {limit} bytes; split the piece.")
     body = _read_body(limit)
-    receipt, created = ingest.accept_chunk(
-        archive(), g.device_id, recording_id, index, body,
-        content_digest=request.headers.get("Content-Digest"),
-        final=_final_flag(request.headers.get("Witness-Final")),
-        captured_at=request.headers.get("Witness-Captured-At"),
+    final = final_flag(request.headers.get("Witness-Final"))
+    upload = ingest.ChunkUpload(
+        recording_id, index, body,
+        digest=content_digest_sha256(request.headers.get("Content-Digest")),
+        final=final,
+        captured_at=header_time(request.headers.get("Witness-Captured-At"), "invalid_captured_at",
+                                "Witness-Captured-At"),
         device_signature=request.headers.get("Witness-Device-Signature"),
     )
+    receipt, created = ingest.accept_chunk(archive(), g.device_id, upload)
     return jsonify(receipt), 201 if created else 200
 
 
@@ -90,10 +103,21 @@ def _read_body(limit: int) -> bytes:
             raise ChunkTooLarge(f"Chunks may be at most {limit} bytes; split the piece.")
 
 
-def _final_flag(header: str | None) -> bool:
-    # An RFC 8941 boolean: ?1 or ?0.
-    if header is None or header.strip() == "?0":
-        return False
-    if header.strip() == "?1":
-        return True
-    raise InvalidInput("invalid_final", "Witness-Final must be the structured boolean ?1 (or ?0).")
+def _new_recording(body: dict) -> ingest.NewRecording:
+    """`POST /v1/recordings`'s JSON body as the domain's command; each field
+    checked in the order PROTOCOL.md lists them."""
+    recording_id = path_recording_id(body.get("recording_id"))
+    content_type = body.get("content_type")
+    if not isinstance(content_type, str) or len(content_type) > 255 or \
+            not RECORDING_MEDIA_TYPE.fullmatch(content_type):
+        raise InvalidInput("invalid_content_type", "content_type must be a video/* or audio/* media type.")
+    try:
+        started_at = normalize_time(body.get("started_at"))
+    except (ValueError, TypeError):
+        raise InvalidInput("invalid_started_at",
+                           "started_at must be an RFC 3339 time, e.g. 2026-11-21T14:03:07.123Z.") from None
+    key_id = body.get("key_id")
+    if not isinstance(key_id, str):
+        raise InvalidInput("invalid_key_id", "key_id must be the hpke key_id from GET /v1/keys.")
+    sealed_key = ingest.b64url_decode(body.get("sealed_key"), "sealed_key")
+    return ingest.NewRecording(recording_id, content_type, started_at, key_id, sealed_key)

@@ -1,6 +1,11 @@
-"""Parsing helpers shared by the views: JSON bodies and path ids."""
+"""Reading the wire: JSON bodies, path ids, query parameters and the
+protocol's headers, into the plain values the domain's commands take."""
 
 from __future__ import annotations
+
+import base64
+import binascii
+import re
 
 from flask import request
 
@@ -9,6 +14,15 @@ from sync.domain.ingest import MAX_CHUNK_INDEX, parse_recording_id
 from sync.timefmt import normalize_time
 
 MAX_JSON_BYTES = 64 * 1024
+# RFC 9110 media-type: type "/" subtype *( OWS ";" OWS token "=" ( token / quoted-string ) ),
+# ASCII only (it goes back out in a Content-Type header). Commas are allowed
+# in a token value because browsers write codecs=vp8,opus unquoted.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
+RECORDING_MEDIA_TYPE = re.compile(
+    rf"(?:video|audio)/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:[!#$%&'*+.^_`|~0-9A-Za-z,-]+|{_QUOTED}))*",
+    re.I | re.ASCII)
+_DIGEST_MEMBER = re.compile(r"^\s*([a-z0-9-]+)\s*=\s*:([A-Za-z0-9+/=]*):\s*$")
 
 
 def json_body() -> dict:
@@ -119,3 +133,43 @@ def query_text(name: str, max_chars: int = 200) -> str | None:
     if raw is not None and (len(raw) > max_chars or not raw):
         raise InvalidInput(f"invalid_{name}", f"{name} must be 1 to {max_chars} characters.")
     return raw
+
+
+def content_digest_sha256(header: str | None) -> bytes:
+    """The SHA-256 digest from an RFC 9530 `Content-Digest` field
+    (`sha-256=:<base64>:`, possibly among other algorithms).
+    Raises `InvalidInput` if absent or malformed."""
+    if not header:
+        raise InvalidInput("missing_digest", "Content-Digest: sha-256=:<base64 SHA-256 of the body>: is required.")
+    for member in header.split(","):
+        match = _DIGEST_MEMBER.match(member)
+        if not match:
+            break
+        if match.group(1).lower() == "sha-256":
+            try:
+                digest = base64.b64decode(match.group(2), validate=True)
+            except (binascii.Error, ValueError):
+                break
+            if len(digest) == 32:
+                return digest
+            break
+    raise InvalidInput("invalid_digest", "Content-Digest must carry sha-256=:<base64 of 32 bytes>: (RFC 9530).")
+
+
+def final_flag(header: str | None) -> bool:
+    """`Witness-Final`, an RFC 8941 boolean: ?1 or ?0 (absent: ?0)."""
+    if header is None or header.strip() == "?0":
+        return False
+    if header.strip() == "?1":
+        return True
+    raise InvalidInput("invalid_final", "Witness-Final must be the structured boolean ?1 (or ?0).")
+
+
+def header_time(header: str | None, code: str, name: str) -> str | None:
+    """An optional RFC 3339 time header, normalized."""
+    if header is None:
+        return None
+    try:
+        return normalize_time(header)
+    except (ValueError, TypeError):
+        raise InvalidInput(code, f"{name} must be an RFC 3339 time.") from None

@@ -11,6 +11,7 @@ from crypto.keys import ServerKeys, load_or_create_server_keys
 
 from .leader import LeaderLock, open_leader_lock
 from .records import Records, open_records
+from .records.group import GroupCommit
 from .settings import Settings
 from .storage import BlobStore, ChunkStore
 from .storage.files import FileBlobStore, FileChunkStore
@@ -42,6 +43,9 @@ class Archive:
         # folder, or PostgreSQL at WITNESS_DATABASE_URL. Migrated on open; a
         # newer schema is refused (SchemaTooNew).
         self.database: Records = open_records(settings.data_dir, settings.database_url)
+        # Chunk acceptances of this process's threads share their commits
+        # (records/group.py): one durable flush for all that arrive together.
+        self.chunk_commits = GroupCommit(self.database)
         # Chosen here, and only here, from the settings (a test may hand in its own).
         if chunk_store is None or blob_store is None:
             chunks, blobs = open_stores(settings)

@@ -43,6 +43,7 @@ import hashlib
 import logging
 import re
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from crypto import InvalidEvidence
@@ -71,7 +72,7 @@ from ..errors import (
 )
 from .identifiers import parse_canonical_uuid
 from ..storage import LocalChunkDisk
-from ..timefmt import format_time, normalize_time
+from ..timefmt import format_time
 
 log = logging.getLogger("witness.ingest")
 
@@ -82,15 +83,7 @@ MAX_CHUNK_INDEX = 2**31 - 1
 # clocks that differ between app nodes).
 REMOVER_DEADLINE_SECONDS = 30.0
 REMOVAL_LEASE_SECONDS = 300.0
-# RFC 9110 media-type: type "/" subtype *( OWS ";" OWS token "=" ( token / quoted-string ) ),
-# ASCII only (it goes back out in a Content-Type header). Commas are allowed
-# in a token value because browsers write codecs=vp8,opus unquoted.
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
-_CONTENT_TYPE = re.compile(rf"(?:video|audio)/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:[!#$%&'*+.^_`|~0-9A-Za-z,-]+|{_QUOTED}))*",
-                           re.I | re.ASCII)
 _CHUNK_NAME = re.compile(r"(\d{10})-([0-9a-f]{64})")
-_DIGEST_MEMBER = re.compile(r"^\s*([a-z0-9-]+)\s*=\s*:([A-Za-z0-9+/=]*):\s*$")
 
 
 def parse_recording_id(text) -> str:
@@ -119,31 +112,50 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def create_recording(archive: Archive, device_id: str, body) -> tuple[dict, bool]:
-    """Create a recording owned by `device_id` from the JSON `body` of
-    `POST /v1/recordings`. Returns `(answer, created)`; `created` is False
-    when the identical body was already accepted (a retry).
+@dataclass(frozen=True)
+class NewRecording:
+    """`POST /v1/recordings` as the domain takes it, its fields well formed
+    (server/devices.py reads them from the wire): a canonical recording id,
+    a video/* or audio/* media type, `started_at` normalized (RFC 3339, UTC),
+    the HPKE key id and the sealed content key's bytes."""
 
-    Raises `InvalidInput` for a malformed field, `UnknownKeyId` when the key
-    id is not the server's, `BadSealedKey` when the sealed key does not open,
-    `RecordingConflict` when the id is taken by another body or device, and
-    `BelowWatermark` (a `StorageFull`) for a new recording while free disk is below the watermark
-    (`min_free_bytes`; a retry of one already made still answers).
+    recording_id: str
+    content_type: str
+    started_at: str
+    key_id: str
+    sealed_key: bytes
+
+
+@dataclass(frozen=True)
+class ChunkUpload:
+    """`PUT .../chunks/{index}` as the domain takes it: the body, the SHA-256
+    its `Content-Digest` names, `Witness-Final`, `Witness-Captured-At`
+    (normalized) and `Witness-Device-Signature` (base64url), as read from
+    the wire by server/devices.py."""
+
+    recording_id: str
+    index: int
+    body: bytes
+    digest: bytes
+    final: bool = False
+    captured_at: str | None = None
+    device_signature: str | None = None
+
+
+def create_recording(archive: Archive, device_id: str, new: NewRecording) -> tuple[dict, bool]:
+    """Create the recording `new`, owned by `device_id`. Returns `(answer,
+    created)`; `created` is False when the identical recording was already
+    accepted (a retry).
+
+    Raises `InvalidInput` (a sealed key of the wrong length), `UnknownKeyId`
+    when the key id is not the server's, `BadSealedKey` when the sealed key
+    does not open, `RecordingConflict` when the id is taken by another body or
+    device, and `BelowWatermark` (a `StorageFull`) for a new recording while
+    free disk is below the watermark (`min_free_bytes`; a retry of one
+    already made still answers).
     """
-    if not isinstance(body, dict):
-        raise InvalidInput("invalid_body", "The body must be a JSON object.")
-    recording_id = parse_recording_id(body.get("recording_id"))
-    content_type = body.get("content_type")
-    if not isinstance(content_type, str) or len(content_type) > 255 or not _CONTENT_TYPE.fullmatch(content_type):
-        raise InvalidInput("invalid_content_type", "content_type must be a video/* or audio/* media type.")
-    try:
-        started_at = normalize_time(body.get("started_at"))
-    except (ValueError, TypeError):
-        raise InvalidInput("invalid_started_at", "started_at must be an RFC 3339 time, e.g. 2026-11-21T14:03:07.123Z.") from None
-    key_id = body.get("key_id")
-    if not isinstance(key_id, str):
-        raise InvalidInput("invalid_key_id", "key_id must be the hpke key_id from GET /v1/keys.")
-    sealed_key = b64url_decode(body.get("sealed_key"), "sealed_key")
+    recording_id, content_type, started_at = new.recording_id, new.content_type, new.started_at
+    key_id, sealed_key = new.key_id, new.sealed_key
     if len(sealed_key) != SEALED_KEY_BYTES:
         raise InvalidInput("invalid_sealed_key", f"sealed_key must decode to {SEALED_KEY_BYTES} bytes (enc || ciphertext).")
     if key_id != archive.keys.hpke_key_id:
@@ -228,64 +240,28 @@ def _visible(row: dict | None, device_id: str | None, organisation_id: int | Non
         and (organisation_id is None or row["organisation_id"] == organisation_id)
 
 
-def parse_content_digest(header) -> bytes:
-    """The SHA-256 digest from an RFC 9530 `Content-Digest` field
-    (`sha-256=:<base64>:`, possibly among other algorithms).
-    Raises `InvalidInput` if absent or malformed."""
-    if not header:
-        raise InvalidInput("missing_digest", "Content-Digest: sha-256=:<base64 SHA-256 of the body>: is required.")
-    for member in header.split(","):
-        match = _DIGEST_MEMBER.match(member)
-        if not match:
-            break
-        if match.group(1).lower() == "sha-256":
-            try:
-                digest = base64.b64decode(match.group(2), validate=True)
-            except (binascii.Error, ValueError):
-                break
-            if len(digest) == 32:
-                return digest
-            break
-    raise InvalidInput("invalid_digest", "Content-Digest must carry sha-256=:<base64 of 32 bytes>: (RFC 9530).")
-
-
-def accept_chunk(
-    archive: Archive,
-    device_id: str,
-    recording_id: str,
-    index: int,
-    body: bytes,
-    *,
-    content_digest: str | None,
-    final: bool = False,
-    captured_at: str | None = None,
-    device_signature: str | None = None,
-) -> tuple[dict, bool]:
-    """Check and durably store chunk `index`, then return `(receipt, created)`.
-    `created` is False when the identical bytes were already held.
+def accept_chunk(archive: Archive, device_id: str, upload: ChunkUpload) -> tuple[dict, bool]:
+    """Check and durably store the chunk `upload`, then return `(receipt,
+    created)`. `created` is False when the identical bytes were already held.
 
     Raises, leaving nothing behind: `NotFound` (not this device's recording),
-    `InvalidInput` (bad index, header or digest syntax), `ChunkTooLarge`,
+    `InvalidInput` (bad index or signature syntax), `ChunkTooLarge`,
     `DigestMismatch`, `PastFinal`, `ChunkUnreadable`, `BadDeviceSignature`,
     `ChunkConflict` (first bytes kept, attempt audited), `StorageFull`,
     `StoreUnavailable` (the chunk store is down), `Busy` (the records are
     held, or an earlier copy of these bytes is being removed: retry).
     """
+    recording_id, index, body, final = upload.recording_id, upload.index, upload.body, upload.final
+    captured_at, device_signature = upload.captured_at, upload.device_signature
     recording = owned_recording(archive, recording_id, device_id)
     if not isinstance(index, int) or not 0 <= index <= MAX_CHUNK_INDEX:
         raise InvalidInput("invalid_index", f"The chunk index must be an integer from 0 to {MAX_CHUNK_INDEX}.")
     if len(body) > archive.settings.max_chunk_bytes:
         raise ChunkTooLarge(f"Chunks may be at most {archive.settings.max_chunk_bytes} bytes; split the piece.")
-    expected = parse_content_digest(content_digest)
     actual = hashlib.sha256(body).digest()
-    if actual != expected:
+    if actual != upload.digest:
         raise DigestMismatch("Content-Digest does not match the body received; the body was damaged "
                              "in transit. Send the chunk again.")
-    if captured_at is not None:
-        try:
-            captured_at = normalize_time(captured_at)
-        except (ValueError, TypeError):
-            raise InvalidInput("invalid_captured_at", "Witness-Captured-At must be an RFC 3339 time.") from None
     ciphertext_sha256 = actual.hex()
 
     held = _held_chunk(archive, recording_id, index)
@@ -306,46 +282,55 @@ def accept_chunk(
     name = chunk_file_name(index, ciphertext_sha256)
     horizon = _removal_horizon(archive, recording_id, name)
     archive.chunks.put(recording_id, name, body)
+
+    def record(db) -> tuple[dict | None, dict | None]:
+        """The chunk's row, in a commit shared with other uploads of this
+        process: `(receipt, None)`, or `(None, held row)` when a concurrent
+        upload of this index committed first. Runs on whichever thread
+        commits, so it uses only its arguments."""
+        held = db.one("SELECT * FROM chunks WHERE recording_id = ? AND idx = ?", [recording_id, index])
+        if held is not None:
+            return None, held
+        current = db.one("SELECT * FROM recordings WHERE id = ?", [recording_id])
+        _check_final(current, index, final, archive, db=db)
+        # A removal of this very name (an identical upload that failed,
+        # reconciliation) announced since we looked may have taken our
+        # object away: never commit without it.
+        if _removal_announced_since(db, recording_id, name, horizon):
+            raise Busy(_REMOVAL_UNDER_WAY)
+        now = archive.now()
+        db.execute(
+            """INSERT INTO chunks (recording_id, idx, final, size, sha256, ciphertext_size,
+                                   ciphertext_sha256, received_at, captured_at, device_signature)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [recording_id, index, int(final), len(plaintext), hashlib.sha256(plaintext).hexdigest(),
+             len(body), ciphertext_sha256, now, captured_at, signature])
+        db.execute(
+            """UPDATE recordings SET generation = generation + 1,
+                   first_received_at = COALESCE(first_received_at, :now),
+                   last_received_at = :now, last_activity_at = :now,
+                   chunk_count = chunk_count + 1, footage_size = footage_size + :size,
+                   max_index = CASE WHEN max_index IS NULL OR max_index < :idx THEN :idx
+                                    ELSE max_index END,
+                   final_index = CASE WHEN :final = 1 THEN :idx ELSE final_index END,
+                   state = 'receiving'
+               WHERE id = :id""",
+            {"now": now, "final": int(final), "idx": index, "id": recording_id, "size": len(plaintext)},
+        )
+        audit.append_entry(db, at=now, actor=f"device:{device_id}", action="chunk.received",
+                           recording_id=recording_id, organisation_id=recording["organisation_id"],
+                           detail={"index": index, "ciphertext_sha256": ciphertext_sha256,
+                                   "size": len(body), "final": final})
+        return _receipt(index, len(body), ciphertext_sha256, now), None
+
     try:
-        with archive.database.transaction() as db:
-            held = next(iter(db.query("SELECT * FROM chunks WHERE recording_id = ? AND idx = ?",
-                                      [recording_id, index])), None)
-            if held is None:
-                current = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])))
-                _check_final(current, index, final, archive, db=db)
-                # A removal of this very name (an identical upload that
-                # failed, reconciliation) announced since we looked may have
-                # taken our object away: never commit without it.
-                if _removal_announced_since(db, recording_id, name, horizon):
-                    raise Busy(_REMOVAL_UNDER_WAY)
-                now = archive.now()
-                db.execute(
-                    """INSERT INTO chunks (recording_id, idx, final, size, sha256, ciphertext_size,
-                                           ciphertext_sha256, received_at, captured_at, device_signature)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                    [recording_id, index, int(final), len(plaintext), hashlib.sha256(plaintext).hexdigest(),
-                     len(body), ciphertext_sha256, now, captured_at, signature])
-                db.execute(
-                    """UPDATE recordings SET generation = generation + 1,
-                           first_received_at = COALESCE(first_received_at, :now),
-                           last_received_at = :now, last_activity_at = :now,
-                           chunk_count = chunk_count + 1, footage_size = footage_size + :size,
-                           max_index = CASE WHEN max_index IS NULL OR max_index < :idx THEN :idx
-                                            ELSE max_index END,
-                           final_index = CASE WHEN :final = 1 THEN :idx ELSE final_index END,
-                           state = 'receiving'
-                       WHERE id = :id""",
-                    {"now": now, "final": int(final), "idx": index, "id": recording_id, "size": len(plaintext)},
-                )
-                audit.append_entry(db, at=now, actor=f"device:{device_id}", action="chunk.received",
-                                   recording_id=recording_id, organisation_id=recording["organisation_id"],
-                                   detail={"index": index, "ciphertext_sha256": ciphertext_sha256,
-                                           "size": len(body), "final": final})
-                return _receipt(index, len(body), ciphertext_sha256, now), True
+        receipt, held = archive.chunk_commits.run(record)
     except BaseException:
         # Nothing partial: the row was rolled back, so the object goes too.
         discard_unheld_chunks(archive, recording_id, [name])
         raise
+    if receipt is not None:
+        return receipt, True
     # A concurrent upload of the same index committed first.
     if held["ciphertext_sha256"] != ciphertext_sha256:
         discard_unheld_chunks(archive, recording_id, [name])

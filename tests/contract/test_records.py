@@ -6,6 +6,7 @@ down: `Busy`, nothing partial)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -247,3 +248,114 @@ def test_a_fault_in_the_sql_is_not_mistaken_for_busy_records(records):
     with pytest.raises(Exception) as raised:
         records.query("SELECT no_such_column FROM meta")
     assert not isinstance(raised.value, Busy)
+
+
+# -- group commit (sync/records/group.py) ---------------------------------------
+
+def test_group_commit_returns_each_step_after_one_shared_commit(records):
+    from sync.records.group import GroupCommit
+
+    group = GroupCommit(records)
+    inside = threading.Event()
+    release = threading.Event()
+    results: dict[int, object] = {}
+
+    def first(unit):
+        unit.execute("INSERT INTO meta (key, value) VALUES ('step-0', 'x')")
+        inside.set()
+        assert release.wait(10)  # hold the commit while the others queue
+        return 0
+
+    def step(n):
+        def run(unit):
+            unit.execute("INSERT INTO meta (key, value) VALUES (?, ?)", [f"step-{n}", "x"])
+            return n
+        return run
+
+    threads = [threading.Thread(target=lambda: results.__setitem__(0, group.run(first)))]
+    threads[0].start()
+    assert inside.wait(10)
+    for n in range(1, 9):
+        thread = threading.Thread(target=lambda n=n: results.__setitem__(n, group.run(step(n))))
+        thread.start()
+        threads.append(thread)
+    deadline = time.monotonic() + 10
+    while len(group._waiting) < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Nothing of the waiting steps is answered or visible before its commit.
+    assert results == {} and records.one("SELECT value FROM meta WHERE key = 'step-1'") is None
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert results == {n: n for n in range(9)}
+    assert len(records.query("SELECT key FROM meta WHERE key LIKE 'step-%'")) == 9
+    assert (group.commits, group.steps) == (2, 9)  # the first alone, then the eight that queued behind it
+
+
+def test_group_commit_a_failing_step_is_its_own_and_the_batch_commits(records):
+    from sync.records.group import GroupCommit
+
+    group = GroupCommit(records)
+    gate = threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def holder(unit):
+        gate.wait(10)
+        unit.execute("INSERT INTO meta (key, value) VALUES ('held', 'x')")
+
+    def good(unit):
+        unit.execute("INSERT INTO meta (key, value) VALUES ('good', 'x')")
+        return "ok"
+
+    def bad(unit):
+        unit.execute("INSERT INTO meta (key, value) VALUES ('bad', 'x')")
+        unit.execute("INSERT INTO meta (key, value) VALUES ('held', 'twice')")  # a real constraint error
+        return "never"
+
+    def call(name, step):
+        try:
+            outcomes[name] = group.run(step)
+        except Exception as exc:
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=call, args=("holder", holder))]
+    threads[0].start()
+    time.sleep(0.2)
+    for name, step in (("bad", bad), ("good", good)):
+        threads.append(threading.Thread(target=call, args=(name, step)))
+        threads[-1].start()
+    time.sleep(0.2)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert outcomes["good"] == "ok" and outcomes["holder"] is None
+    assert isinstance(outcomes["bad"], Exception) and not isinstance(outcomes["bad"], AssertionError)
+    keys = {row["key"] for row in records.query("SELECT key FROM meta WHERE key IN ('held', 'good', 'bad')")}
+    assert keys == {"held", "good"}  # the failed step left nothing, the others committed
+
+
+def test_group_commit_a_failed_commit_fails_every_step_and_keeps_none(records):
+    from sync.records.group import GroupCommit
+
+    class Failing:
+        """The records, whose commit fails (a full disk, the database gone)."""
+
+        def __init__(self, inner):
+            self.inner, self.failing = inner, True
+
+        @contextlib.contextmanager
+        def transaction(self):
+            with self.inner.transaction() as unit:
+                yield unit
+                if self.failing:
+                    raise Busy("the commit failed")
+
+    failing = Failing(records)
+    group = GroupCommit(failing)
+    with pytest.raises(Busy):
+        group.run(lambda unit: unit.execute("INSERT INTO meta (key, value) VALUES ('lost', 'x')"))
+    assert records.one("SELECT value FROM meta WHERE key = 'lost'") is None
+    # The same group commits again once the records do.
+    failing.failing = False
+    assert group.run(lambda unit: unit.execute("INSERT INTO meta (key, value) VALUES ('kept', 'x')").rowcount) == 1
+    assert records.one("SELECT value FROM meta WHERE key = 'kept'") == {"value": "x"}

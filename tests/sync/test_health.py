@@ -17,8 +17,7 @@ from sync.domain.disk import disk_free_bytes
 from sync.errors import StorageFull
 from sync.domain.scheduler import start_background_jobs
 
-from ..support import b64url, content_digest
-from .test_races import new_recording, put
+from .test_races import new_recording, put, upload
 
 T0 = datetime(2026, 11, 21, 14, 3, 7, 123000, tzinfo=timezone.utc)
 
@@ -31,17 +30,16 @@ class Clock:
         return self.now
 
 
-def recording_body(archive: Archive) -> tuple[dict, bytes]:
+def recording_body(archive: Archive) -> tuple[ingest.NewRecording, bytes]:
     recording_id, key = str(uuid.uuid4()), new_content_key()
     sealed = seal_content_key(archive.keys.hpke_private.public_key(), recording_id, key)
-    return {"recording_id": recording_id, "content_type": "video/mp4", "started_at": "2026-11-21T14:03:07.123Z",
-            "key_id": archive.keys.hpke_key_id, "sealed_key": b64url(sealed)}, key
+    return ingest.NewRecording(recording_id, "video/mp4", "2026-11-21T14:03:07.123Z", archive.keys.hpke_key_id,
+                               sealed), key
 
 
-def chunk(archive, device_id, body, key, index, *, final=False):
-    data = encrypt_chunk(key, body["recording_id"], index, b"footage %d" % index, final=final)
-    return ingest.accept_chunk(archive, device_id, body["recording_id"], index, data,
-                               content_digest=content_digest(data), final=final)
+def chunk(archive, device_id, new, key, index, *, final=False):
+    data = encrypt_chunk(key, new.recording_id, index, b"footage %d" % index, final=final)
+    return ingest.accept_chunk(archive, device_id, upload(new.recording_id, index, data, final=final))
 
 
 # -- the watermark -------------------------------------------------------------
@@ -59,10 +57,10 @@ def test_below_the_watermark_new_recordings_are_refused_and_started_ones_go_on(s
     new, _ = recording_body(low)
     with pytest.raises(StorageFull, match="takes no new recordings"):
         ingest.create_recording(low, device_id, new)
-    assert low.database.one("SELECT id FROM recordings WHERE id = ?", [new["recording_id"]]) is None
+    assert low.database.one("SELECT id FROM recordings WHERE id = ?", [new.recording_id]) is None
     # A retry of the recording already made still answers; its chunks are taken.
     answer, created = ingest.create_recording(low, device_id, started)
-    assert (answer["recording_id"], created) == (started["recording_id"], False)
+    assert (answer["recording_id"], created) == (started.recording_id, False)
     assert chunk(low, device_id, started, key, 1)[1] is True
     assert health.readiness(low).checks["disk"] == "failing"
     assert health.readiness(archive).checks["disk"] == "ok"
@@ -139,7 +137,7 @@ def test_finalization_lag_is_how_long_the_most_overdue_recording_waits(settings)
     assert finalize.finalization_lag_seconds(archive) == pytest.approx(75.0)  # the idle one is older
     assert finalize.finalize_recording(archive, recording_id) == 1
     assert finalize.finalization_lag_seconds(archive) == pytest.approx(45.0)
-    assert finalize.finalize_recording(archive, body["recording_id"]) == 1
+    assert finalize.finalize_recording(archive, body.recording_id) == 1
     assert finalize.finalization_lag_seconds(archive) == 0.0
     # A late chunk makes the recording due again an idle period later.
     put(archive, device_id, recording_id, key, 1)

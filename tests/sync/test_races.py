@@ -20,7 +20,6 @@ from sync.errors import Busy
 from sync.domain.footage import FootageDamaged, iter_chunk_plaintexts
 from sync.storage.files import FileChunkStore
 
-from ..support import b64url, content_digest
 
 
 class TwinFailsStore(FileChunkStore):
@@ -61,15 +60,19 @@ def new_recording(archive: Archive):
     device_id = accounts.register_device(archive)
     recording_id, key = str(uuid.uuid4()), new_content_key()
     sealed = seal_content_key(archive.keys.hpke_private.public_key(), recording_id, key)
-    ingest.create_recording(archive, device_id, {
-        "recording_id": recording_id, "content_type": "video/mp4", "started_at": "2026-11-21T14:03:07.123Z",
-        "key_id": archive.keys.hpke_key_id, "sealed_key": b64url(sealed)})
+    ingest.create_recording(archive, device_id, ingest.NewRecording(
+        recording_id, "video/mp4", "2026-11-21T14:03:07.123Z", archive.keys.hpke_key_id, sealed))
     return device_id, recording_id, key
+
+
+def upload(recording_id: str, index: int, data: bytes, *, final: bool = False) -> ingest.ChunkUpload:
+    """The command a chunk's PUT makes (its Content-Digest already read)."""
+    return ingest.ChunkUpload(recording_id, index, data, digest=hashlib.sha256(data).digest(), final=final)
 
 
 def put(archive, device_id, recording_id, key, index, plaintext=b"footage"):
     body = encrypt_chunk(key, recording_id, index, plaintext, final=False)
-    return ingest.accept_chunk(archive, device_id, recording_id, index, body, content_digest=content_digest(body))
+    return ingest.accept_chunk(archive, device_id, upload(recording_id, index, body))
 
 
 def test_an_acknowledged_chunk_always_has_its_file(settings):
@@ -100,12 +103,11 @@ def test_an_upload_waits_for_a_removal_of_its_name_under_way(settings):
     with archive.database.transaction() as db:
         ingest.announce_removals(db, archive, recording_id, [name])
     with pytest.raises(Busy):
-        ingest.accept_chunk(archive, device_id, recording_id, 0, body, content_digest=content_digest(body))
+        ingest.accept_chunk(archive, device_id, upload(recording_id, 0, body))
     assert archive.chunks.stat(recording_id, name) is None  # refused before anything was written
     # A remover that died stops blocking the name after the lease.
     clock.now += timedelta(seconds=ingest.REMOVAL_LEASE_SECONDS + 1)
-    receipt, created = ingest.accept_chunk(archive, device_id, recording_id, 0, body,
-                                           content_digest=content_digest(body))
+    receipt, created = ingest.accept_chunk(archive, device_id, upload(recording_id, 0, body))
     assert created and archive.chunks.stat(recording_id, name).size == receipt["size"]
 
 
