@@ -53,7 +53,7 @@ def put_chunk(recording_id: str, index: str):
     recording_id, index = path_recording_id(recording_id), path_chunk_index(index)
     limit = archive().settings.max_chunk_bytes
     # Ownership first, so a foreign recording is 404 whatever the body.
-    ingest.owned_recording(archive(), recording_id, g.device_id)
+    recording = ingest.owned_recording(archive(), recording_id, g.device_id)
     if request.mimetype != "application/octet-stream":
         return error_response(415, "unsupported_media_type", "Send chunks as Content-Type: application/octet-stream.")
     if request.content_length is not None and request.content_length > limit:
@@ -68,7 +68,7 @@ def put_chunk(recording_id: str, index: str):
                                 "Witness-Captured-At"),
         device_signature=request.headers.get("Witness-Device-Signature"),
     )
-    receipt, created = ingest.accept_chunk(archive(), g.device_id, upload)
+    receipt, created = ingest.accept_chunk(archive(), g.device_id, upload, recording=recording, device=g.account)
     return jsonify(receipt), 201 if created else 200
 
 

@@ -140,9 +140,10 @@ def register_device(
 
 
 def active_device(archive: Archive, device_id: str) -> dict | None:
-    """The device's row (`id`, `organisation_id`) if it exists and is not
-    revoked, else None."""
-    row = archive.database.one("SELECT id, organisation_id, revoked_at FROM devices WHERE id = ?", [device_id])
+    """The device's row (`id`, `organisation_id`, `public_key_pem`) if it
+    exists and is not revoked, else None."""
+    row = archive.database.one("SELECT id, organisation_id, revoked_at, public_key_pem FROM devices WHERE id = ?",
+                               [device_id])
     return row if row is not None and row["revoked_at"] is None else None
 
 

@@ -94,10 +94,12 @@ def finalize_recording(archive: Archive, recording_id: str) -> int | None:
     taking that chunk out of the records, so the next attempt signs the gap.
     """
     with archive.database.snapshot() as db:
-        recording = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])), None)
+        recording = db.one("SELECT * FROM recordings WHERE id = ?", [recording_id])
         if recording is None:
             raise NotFound("No such recording.")
         rows = list(db.query("SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id]))
+        previous = db.one("SELECT version, sha256 FROM manifests WHERE recording_id = ? ORDER BY version DESC LIMIT 1",
+                          [recording_id])
     generation = recording["generation"]
     if recording["finalized_generation"] == generation:
         return None
@@ -112,44 +114,45 @@ def finalize_recording(archive: Archive, recording_id: str) -> int | None:
     complete = recording["final_index"] is not None and not gaps and len(rows) == recording["final_index"] + 1
     state = "complete" if complete else "interrupted"
 
+    # Built, signed and time-stamped before the write transaction, which
+    # every chunk's commit waits for (a one-hour recording's manifest takes
+    # tens of milliseconds); the transaction only checks that nothing moved.
+    version = previous["version"] + 1 if previous else 1
+    now = archive.now()
+    body = build_manifest(
+        version=version,
+        previous_sha256=previous["sha256"] if previous else None,
+        recording_id=recording_id,
+        device_id=recording["device_id"],
+        content_type=recording["content_type"],
+        state=state,
+        started_at=recording["started_at"],
+        first_received_at=recording["first_received_at"],
+        last_received_at=recording["last_received_at"],
+        finalized_at=now,
+        final_index=recording["final_index"],
+        chunks=[ManifestChunk(index=row["idx"], size=row["size"], sha256=row["sha256"],
+                              ciphertext_size=row["ciphertext_size"],
+                              ciphertext_sha256=row["ciphertext_sha256"], received_at=row["received_at"],
+                              captured_at=row["captured_at"], device_signature=row["device_signature"])
+                for row in rows],
+        gaps=gaps,
+        footage_size=footage_size,
+        footage_sha256=footage_hash.hexdigest(),
+        signing_key_id=archive.keys.signing_key_id,
+    )
+    digest = hashlib.sha256(body).digest()
+    sha256 = digest.hex()
+    signature = archive.keys.signing_private.sign(body)
+    token = time_stamp(archive.keys.tsa, digest, at=archive.clock())
+
     with archive.database.transaction() as db:
-        current = next(iter(db.query("SELECT generation FROM recordings WHERE id = ?", [recording_id])))
-        if current["generation"] != generation:
-            return None
-        previous = next(iter(db.query(
-            "SELECT version, sha256 FROM manifests WHERE recording_id = ? ORDER BY version DESC LIMIT 1",
-            [recording_id])), None)
-        version = previous["version"] + 1 if previous else 1
-        now = archive.now()
-        body = build_manifest(
-            version=version,
-            previous_sha256=previous["sha256"] if previous else None,
-            recording_id=recording_id,
-            device_id=recording["device_id"],
-            content_type=recording["content_type"],
-            state=state,
-            started_at=recording["started_at"],
-            first_received_at=recording["first_received_at"],
-            last_received_at=recording["last_received_at"],
-            finalized_at=now,
-            final_index=recording["final_index"],
-            chunks=[ManifestChunk(index=row["idx"], size=row["size"], sha256=row["sha256"],
-                                  ciphertext_size=row["ciphertext_size"],
-                                  ciphertext_sha256=row["ciphertext_sha256"], received_at=row["received_at"],
-                                  captured_at=row["captured_at"], device_signature=row["device_signature"])
-                    for row in rows],
-            gaps=gaps,
-            footage_size=footage_size,
-            footage_sha256=footage_hash.hexdigest(),
-            signing_key_id=archive.keys.signing_key_id,
-        )
-        digest = hashlib.sha256(body).digest()
-        sha256 = digest.hex()
-        token = time_stamp(archive.keys.tsa, digest, at=archive.clock())
+        current = db.one("SELECT generation, manifest_version FROM recordings WHERE id = ?", [recording_id])
+        if current["generation"] != generation or current["manifest_version"] != recording["manifest_version"]:
+            return None  # a chunk (or another finalizer) came in between: due again, built again
         db.insert("manifests", {
             "recording_id": recording_id, "version": version, "state": state, "body": body,
-            "sha256": sha256, "signature": archive.keys.signing_private.sign(body), "tsr": token,
-            "created_at": now,
+            "sha256": sha256, "signature": signature, "tsr": token, "created_at": now,
         })
         db.execute(
             "UPDATE recordings SET state = ?, finalized_generation = ?, manifest_version = ? WHERE id = ?",
