@@ -100,7 +100,8 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
         info.external_attr = 0o644 << 16
         try:
             with zf.open(info, "w", force_zip64=True) as out:
-                for _, plaintext in iter_chunk_plaintexts(archive, recording, rows):
+                # The whole footage's hash is checked against the manifest below.
+                for _, plaintext in iter_chunk_plaintexts(archive, recording, rows, check_hash=False):
                     out.write(plaintext)
                     footage_hash.update(plaintext)
                     footage_size += len(plaintext)
