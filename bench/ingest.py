@@ -20,7 +20,7 @@ process: SHA-256 + write + fsync + rename + fsync(dir) of 256 KiB files, as
 fast as possible. Server throughput is reported as a ratio of that ceiling,
 so numbers taken on a noisy shared machine can be compared.
 
-Two doors (`--door`, default both): for every run spec a fresh server is
+Two Witness doors (`--door`, default both): for every run spec a fresh server is
 started, the spec run against it, and the server stopped, once as plain
 `gunicorn wsgi:app` (gunicorn.conf.py; "direct") and once as `witness-serve`
 (`python -m server.frontdoor`: nginx in front of the ingest and staff pools
@@ -33,11 +33,26 @@ door the launcher, nginx's master and workers, both gunicorn masters and
 their workers). `--url` targets a server that is already running instead
 (loopback only).
 
+Two more doors run the peer the capacity goals are measured against, stock
+tus-node (@tus/server + @tus/file-store, versions pinned in
+bench/peers/package.json and package-lock.json, installed with `npm ci` into
+bench/peers/node_modules when missing): `tus` is `node
+bench/peers/tus_server.mjs`, one Node process writing uploads into a fresh
+folder, and `tus-fsync` the same with an fsync of the upload file before
+every PATCH's 204. Their phones create one upload each (`POST /files`,
+`Upload-Defer-Length: 1`) and append every 256 KiB chunk with `PATCH`
+(`Upload-Offset`); the 204 is the acknowledgement. `--door` takes a comma
+list (`--door front,tus,tus-fsync`): every spec runs on each door back to
+back, the order alternating from spec to spec, and a "Witness Sync vs tus"
+table gives the ratios. Registration (device and recording, or the tus
+upload's creation) is done before the measured window, for every door.
+
 Nothing here asserts on timings; it measures and prints a markdown table.
 
     .venv/bin/python bench/ingest.py            # full run, a few minutes
     .venv/bin/python bench/ingest.py --quick    # smoke run, both doors, about 1 min
     .venv/bin/python bench/ingest.py --door direct   # gunicorn only, as before
+    .venv/bin/python bench/ingest.py --door front,tus,tus-fsync --paced 500 --saturation 64 --seconds 20
 """
 
 from __future__ import annotations
@@ -77,7 +92,9 @@ LATE_THRESHOLD_S = 0.1            # a paced send starting later than this after 
 RETRY_PAUSE_S = 0.5               # pause before resending a chunk that was not acknowledged
 HARD_CAP_SECONDS_PER_RUN = 300    # no single run may exceed this, whatever the options
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DOORS = ("direct", "front")
+DOORS = ("direct", "front")           # `--door both`, the default
+TUS_DOORS = ("tus", "tus-fsync")      # stock tus-node, the peer the capacity goals are measured against
+ALL_DOORS = (*DOORS, *TUS_DOORS)
 # nginx's per-address limits (server/frontdoor.py AddressLimits). Every
 # simulated phone comes from 127.0.0.1, so a run with more phones than a
 # burst would be refused by the front door; only then does the bench raise
@@ -134,12 +151,16 @@ class Connection:
     """One keep-alive HTTP/1.1 connection, minimal and cheap: the load
     generator shares two cores with the server, so no requests/urllib3."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, chunked_ok: bool = False):
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.used = False
         self.reconnects = 0
+        # Witness Sync always answers with a Content-Length; tus-node answers
+        # its 201 with an empty chunked body, so the tus phones accept that.
+        self.chunked_ok = chunked_ok
+        self.headers: dict[str, str] = {}   # the last answer's headers, names lower-case
 
     async def _connect(self) -> None:
         self.close()
@@ -183,10 +204,10 @@ class Connection:
                     self.reconnects += 1
                     continue
                 raise HttpError("connection closed before an answer")
-            return await self._read_rest(status_line)
+            return await self._read_rest(status_line, bodyless=method == "HEAD")
         raise HttpError("unreachable")
 
-    async def _read_rest(self, status_line: bytes) -> tuple[int, bytes]:
+    async def _read_rest(self, status_line: bytes, bodyless: bool = False) -> tuple[int, bytes]:
         try:
             parts = status_line.split(None, 2)
             status = int(parts[1])
@@ -195,26 +216,48 @@ class Connection:
                 ConnectionError, OSError) as exc:
             self.close()
             raise HttpError(f"bad answer: {exc!r}") from None
-        length, close = 0, False
+        length, close, chunked = 0, False, False
+        self.headers = {}
         for line in raw.decode("latin-1").split("\r\n"):
             name, _, value = line.partition(":")
             name = name.strip().lower()
+            if name:
+                self.headers[name] = value.strip()
             if name == "content-length":
                 length = int(value.strip())
             elif name == "connection" and value.strip().lower() == "close":
                 close = True
             elif name == "transfer-encoding":
-                self.close()
-                raise HttpError("chunked answers are not expected from this server")
+                if not self.chunked_ok:
+                    self.close()
+                    raise HttpError("chunked answers are not expected from this server")
+                chunked = True
+        if bodyless or status in (204, 304) or 100 <= status < 200:
+            length, chunked = 0, False    # no body, whatever the headers say
         try:
-            payload = await self.reader.readexactly(length) if length else b""
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            if chunked:
+                payload = await self._read_chunked()
+            else:
+                payload = await self.reader.readexactly(length) if length else b""
+        except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError, OSError) as exc:
             self.close()
             raise HttpError(f"answer cut short: {exc!r}") from None
         self.used = True
         if close:
             self.close()
         return status, payload
+
+    async def _read_chunked(self) -> bytes:
+        parts = []
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                while (await self.reader.readuntil(b"\r\n")) != b"\r\n":   # trailers, if any
+                    pass
+                return b"".join(parts)
+            parts.append(await self.reader.readexactly(size))
+            await self.reader.readexactly(2)
 
 
 # --------------------------------------------------------------------------- phones
@@ -240,9 +283,14 @@ class Sample:
     done: float           # loop time the answer (or failure) arrived
     status: int           # HTTP status, 0 for transport failure, -1 for timeout
     error: str = ""
+    acked: bool = False   # the phone's acknowledgement (Witness: 200/201; tus: 204)
 
 
 class Phone:
+    """A Witness Sync phone: a device token, a recording, PUT per chunk."""
+
+    ACKS = (200, 201)
+
     def __init__(self, number: int, host: str, port: int, plaintext: bytes):
         self.number = number
         self.conn = Connection(host, port)
@@ -322,14 +370,92 @@ class Phone:
                 break
             status, error = await self.put(index, body, headers, timeout)
             done = loop.time()
-            self.samples.append(Sample(index, due, sent, done, status, error))
-            if status in (200, 201):
+            acked = status in self.ACKS
+            self.samples.append(Sample(index, due, sent, done, status, error, acked))
+            if acked:
                 index += 1
                 body, headers = self.build_chunk(index)  # off the measured path
                 due = start + phase + index if mode == "paced" else loop.time()
             else:
                 due = max(due, loop.time() + RETRY_PAUSE_S)
         self.next_index = index
+
+
+class TusPhone(Phone):
+    """A tus client of stock tus-node: one upload per phone, created with
+    `POST /files` (`Tus-Resumable: 1.0.0`, `Upload-Defer-Length: 1`: the
+    length of a recording is not known while it is filmed, and FileStore
+    supports the creation-defer-length extension), then every 256 KiB chunk
+    appended with `PATCH <Location>` (`Upload-Offset`, `Content-Type:
+    application/offset+octet-stream`); the acknowledgement is the 204, whose
+    `Upload-Offset` must be the chunk's end. The bodies are random bytes of
+    the Witness chunk's length (one buffer shared by all tus phones: tus-node
+    does not look into them). A PATCH that is not acknowledged is followed by
+    a `HEAD` before the retry, as tus clients do, and the retry sends only
+    what the server does not hold yet (both inside the retry's latency)."""
+
+    ACKS = (204,)
+
+    def __init__(self, number: int, host: str, port: int, body: bytes):
+        self.number = number
+        self.conn = Connection(host, port, chunked_ok=True)
+        self.body = body
+        self.location = ""
+        self.offset = 0               # what the server holds, as far as this phone knows
+        self.resync = False
+        self.samples: list[Sample] = []
+        self.next_index = 0
+
+    async def register(self, keys: dict, timeout: float) -> None:
+        """Create the upload (no device or recording: tus has neither)."""
+        status, body = await asyncio.wait_for(self.conn.request(
+            "POST", "/files", {"Tus-Resumable": "1.0.0", "Upload-Defer-Length": "1"}), timeout)
+        location = self.conn.headers.get("location", "")
+        if status != 201 or not location:
+            raise RuntimeError(f"tus upload creation answered {status}: {body[:300]!r}")
+        self.location = urlsplit(location).path
+
+    def build_chunk(self, index: int) -> tuple[bytes, dict]:
+        return self.body, {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+
+    async def _head(self, timeout: float) -> str:
+        status, _ = await asyncio.wait_for(
+            self.conn.request("HEAD", self.location, {"Tus-Resumable": "1.0.0"}), timeout)
+        if status != 200 or "upload-offset" not in self.conn.headers:
+            return f"HEAD answered {status}"
+        self.offset = int(self.conn.headers["upload-offset"])
+        self.resync = False
+        return ""
+
+    async def put(self, index: int, body: bytes, headers: dict, timeout: float) -> tuple[int, str]:
+        begin, end = index * len(body), (index + 1) * len(body)
+        try:
+            if self.resync:
+                problem = await self._head(timeout)
+                if problem:
+                    return 0, problem
+            if self.offset >= end:
+                return 204, ""        # the lost answer's PATCH had arrived whole
+            piece = body[self.offset - begin:] if self.offset > begin else body
+            status, answer = await asyncio.wait_for(self.conn.request(
+                "PATCH", self.location, {**headers, "Upload-Offset": str(max(self.offset, begin))}, piece),
+                timeout)
+        except asyncio.TimeoutError:
+            self.conn.close()
+            self.resync = True
+            return -1, "timeout"
+        except HttpError as exc:
+            self.resync = True
+            return 0, str(exc)
+        if status == 204:
+            offset = int(self.conn.headers.get("upload-offset", "-1"))
+            if offset != end:
+                self.resync = True
+                return 0, f"204 with Upload-Offset {offset}, expected {end}"
+            self.offset = offset
+            return status, ""
+        self.resync = True
+        return status, answer[:80].decode("utf-8", "replace").strip()
 
 
 # --------------------------------------------------------------------------- server under test
@@ -525,6 +651,105 @@ class FrontDoorServer(Server):
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+PEERS_DIR = PROJECT_ROOT / "bench" / "peers"
+TUS_PACKAGES = ("@tus/server", "@tus/file-store")
+
+
+def tus_versions() -> dict[str, str]:
+    """Versions installed in bench/peers/node_modules ({} when missing)."""
+    out = {}
+    for name in TUS_PACKAGES:
+        try:
+            out[name] = json.loads((PEERS_DIR / "node_modules" / name / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            pass
+    return out
+
+
+def ensure_tus_installed() -> dict[str, str]:
+    """`npm ci` into bench/peers/node_modules (the versions package-lock.json
+    pins) unless what is installed already matches package.json exactly.
+    Optional dependencies (the Redis clients, for tus-node's Redis lockers and
+    stores) and install scripts are left out: neither is used."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        raise RuntimeError("the tus doors need Node.js (node and npm on PATH)")
+    wanted = json.loads((PEERS_DIR / "package.json").read_text())["dependencies"]
+    if tus_versions() != {name: wanted[name] for name in TUS_PACKAGES}:
+        print("# installing the tus peer: npm ci in bench/peers ...", file=sys.stderr, flush=True)
+        done = subprocess.run([npm, "ci", "--omit=optional", "--ignore-scripts", "--no-audit", "--no-fund"],
+                              cwd=PEERS_DIR, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"npm ci in {PEERS_DIR} failed: {(done.stderr or done.stdout)[-800:]}")
+    versions = tus_versions()
+    if versions != {name: wanted[name] for name in TUS_PACKAGES}:
+        raise RuntimeError(f"bench/peers/node_modules holds {versions}, package.json pins {wanted}")
+    return versions
+
+
+class TusServer(Server):
+    """Stock tus-node: `node bench/peers/tus_server.mjs`, @tus/server with
+    @tus/file-store writing into a fresh folder, on 127.0.0.1:PORT, one Node
+    process (the "tus" door); with `fsync` every PATCH's file is fsynced
+    before the 204 ("tus-fsync"). Its log holds only a start line and one
+    JSON line per error answer."""
+
+    def __init__(self, root: Path, log_path: Path, fsync: bool):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.fsync = fsync
+        self.door = "tus-fsync" if fsync else "tus"
+        self.workers, self.threads = 1, 1
+        self.env = {**os.environ, "NODE_ENV": "production"}
+        for name in ("DEBUG", "NODE_OPTIONS", "UV_THREADPOOL_SIZE"):   # tus-node as it ships
+            self.env.pop(name, None)
+        self.process = None
+
+    def command(self) -> list[str]:
+        return [shutil.which("node") or "node", str(PEERS_DIR / "tus_server.mjs"), "--port", str(self.port),
+                "--dir", str(self.root / "uploads"), *(["--fsync"] if self.fsync else [])]
+
+    async def wait_ready(self, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tus server exited at start-up; log: {self.log_path}")
+            conn = Connection("127.0.0.1", self.port, chunked_ok=True)
+            try:
+                status, _ = await asyncio.wait_for(conn.request("OPTIONS", "/files", {}), 2)
+                if status == 204 and conn.headers.get("tus-version"):
+                    return {}
+                last = f"OPTIONS /files answered {status}"
+            except (HttpError, OSError, asyncio.TimeoutError) as exc:
+                last = repr(exc)
+            finally:
+                conn.close()
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"tus server not ready in {timeout} s ({last}); log: {self.log_path}")
+
+    def expected_workers(self) -> int:
+        return 0
+
+    def expected_processes(self) -> int:
+        return 1
+
+    def roles(self) -> dict[int, str]:
+        return {pid: "node" for pid in self.pids()}
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
 LOG_TROUBLE = ("error_lines", "tracebacks", "worker_timeouts", "worker_kills", "worker_respawns",
                "nginx_errors", "nginx_warnings", "http_5xx", "http_4xx", "parts_stopped", "shutdown_problems")
 _NGINX_LEVEL = re.compile(r"\[(emerg|alert|crit|error|warn)\] \d+#\d+:")
@@ -660,7 +885,7 @@ class RunSpec:
 class RunResult:
     spec: RunSpec
     numbers: dict = field(default_factory=dict)
-    door: str = "direct"      # "direct", "front", or "url" (--url)
+    door: str = "direct"      # "direct", "front", "tus", "tus-fsync", or "url" (--url)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -687,7 +912,7 @@ async def register_all(phones: list[Phone], keys: dict, concurrency: int, timeou
 
 
 async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path, log_dir: Path,
-                  plaintext: bytes) -> RunResult:
+                  plaintext: bytes, tus_body: bytes) -> RunResult:
     result = RunResult(spec, door=door)
     n = result.numbers
     run_root = root / f"{spec.name}-{door}"
@@ -697,6 +922,8 @@ async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path
             log_path = log_dir / f"server-{spec.name}-{door}.log"
             if door == "front":
                 server = FrontDoorServer(run_root, log_path, args.workers, args.threads, args.limit_overrides)
+            elif door in TUS_DOORS:
+                server = TusServer(run_root, log_path, fsync=door == "tus-fsync")
             else:
                 server = Server(run_root, log_path, args.workers, args.threads)
             server.start()
@@ -723,7 +950,10 @@ async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path
         peer_dir = (Path(args.peer_dir) if args.peer_dir else run_root) / "peer"
         n["peer_before"] = physical_peer(peer_dir, args.peer_seconds)
 
-        phones = [Phone(i, host, port, plaintext) for i in range(spec.phones)]
+        if door in TUS_DOORS:
+            phones = [TusPhone(i, host, port, tus_body) for i in range(spec.phones)]
+        else:
+            phones = [Phone(i, host, port, plaintext) for i in range(spec.phones)]
         t_reg = time.monotonic()
         await register_all(phones, keys, args.register_concurrency, args.timeout,
                            deadline=t_reg + HARD_CAP_SECONDS_PER_RUN / 2)
@@ -775,7 +1005,7 @@ async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path
                                               if roles.get(pid) in ("worker", "ingest worker")), reverse=True)
             parts: dict[str, float] = {}
             for role, values in by_role.items():
-                part = role.split(" ")[0] if door == "front" else "gunicorn"
+                part = role.split(" ")[0] if door == "front" else "node" if door in TUS_DOORS else "gunicorn"
                 parts[part] = parts.get(part, 0.0) + sum(values)
             n["server_cpu_by_part"] = {k: round(v, 3) for k, v in sorted(parts.items())}
         busy = e[3][0] - b[3][0]
@@ -788,7 +1018,7 @@ async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path
         n["other_cpu_cores"] = max(0.0, busy_cores - n["client_cpu_cores"] - n.get("server_cpu_cores", 0.0))
 
         samples = [s for p in phones for s in p.samples]
-        ok = [s for s in samples if s.status in (200, 201)]
+        ok = [s for s in samples if s.acked]
         measured = [s for s in ok if s.sent >= measure_from]
         latencies = [(s.done - s.sent) * 1000 for s in measured]
         acked_in_window = [s for s in ok if measure_from <= s.done <= stop]
@@ -812,14 +1042,14 @@ async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path
         }
         errors: dict[str, int] = {}
         for s in samples:
-            if s.status not in (200, 201):
+            if not s.acked:
                 key = {-1: "timeout", 0: "transport"}.get(s.status, str(s.status))
                 if s.status > 0 and s.error:
                     key += f" {s.error}"
                 errors[key] = errors.get(key, 0) + 1
         n["errors"] = errors
         n["error_count"] = sum(errors.values())
-        n["error_examples"] = sorted({s.error for s in samples if s.status not in (200, 201)})[:5]
+        n["error_examples"] = sorted({s.error for s in samples if not s.acked})[:5]
         n["reconnects"] = sum(p.conn.reconnects for p in phones)
         if spec.mode == "paced":
             lags = [(s.sent - s.scheduled) for s in samples if s.sent >= measure_from]
@@ -871,6 +1101,9 @@ def per_process(r: RunResult) -> str:
     nginx (master + workers), the ingest workers, the staff pool and the
     launcher (front)."""
     n = r.numbers
+    if r.door in TUS_DOORS:
+        node = sum((n.get("server_cpu_by_role") or {}).get("node", []))
+        return f"node {node:.2f}" if n.get("server_cpu_by_role") else "—"
     if r.door != "front":
         per = n.get("server_cpu_workers")
         return " ".join(map(str, per)) if per else "—"
@@ -922,6 +1155,41 @@ def comparison(results: list[RunResult]) -> list[str]:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows]
 
 
+def tus_comparison(results: list[RunResult]) -> list[str]:
+    """The "Witness Sync vs tus" table: per spec, every Witness door that ran
+    against every tus door that ran."""
+    by_spec: dict[str, dict[str, RunResult]] = {}
+    for r in results:
+        if "failure" not in r.numbers:
+            by_spec.setdefault(r.spec.name, {})[r.door] = r
+    rows = []
+    for name, doors in by_spec.items():
+        for wdoor in DOORS:
+            for tdoor in TUS_DOORS:
+                if wdoor not in doors or tdoor not in doors:
+                    continue
+                w, t = doors[wdoor].numbers, doors[tdoor].numbers
+                wp99, tp99 = w["latency_ms"]["p99"], t["latency_ms"]["p99"]
+                wcpu, tcpu = w.get("server_cpu_ms_per_ack"), t.get("server_cpu_ms_per_ack")
+                rows.append(
+                    f"| {name} | {wdoor} | {tdoor} | {fmt(w['acked_per_s'], 1)} | {fmt(t['acked_per_s'], 1)} "
+                    f"| {fmt(ratio(w['acked_per_s'], t['acked_per_s']), 2)} "
+                    f"| {fmt(wp99, 1)} | {fmt(tp99, 1)} | {fmt(ratio(wp99, tp99), 2)} "
+                    f"| {fmt(wcpu, 2)} | {fmt(tcpu, 2)} | {fmt(ratio(wcpu, tcpu), 2)} "
+                    f"| {fmt(w.get('server_cpu_cores'), 2)} / {fmt(t.get('server_cpu_cores'), 2)} "
+                    f"| {fmt(w.get('error_count'))} / {fmt(t.get('error_count'))} |")
+    if not rows:
+        return []
+    return ["", "Witness Sync vs stock tus-node (same spec and load shape, back to back; ratio = Witness ÷ tus; "
+            "CPU = every process of the server over the measured window ÷ chunks acknowledged in it; "
+            "tus = one Node.js process, tus-fsync = the same with an fsync of the upload file before each 204):",
+            "",
+            "| run | Witness door | tus door | acked/s Witness | acked/s tus | ratio Witness/tus "
+            "| p99 ms Witness | p99 ms tus | p99 ratio | CPU ms/ack Witness | CPU ms/ack tus | CPU ratio "
+            "| server CPU cores Witness / tus | errors Witness / tus |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows]
+
+
 def markdown(results: list[RunResult], meta: dict) -> str:
     out = []
     out.append(f"Witness Sync ingest benchmark — {meta['when']}, code {meta['code']}  ")
@@ -932,6 +1200,15 @@ def markdown(results: list[RunResult], meta: dict) -> str:
     if meta.get("limit_overrides"):
         out.append("front door limits raised for this many phones from one address: "
                    + ", ".join(f"{k}={v}" for k, v in meta["limit_overrides"].items()))
+    if meta.get("tus"):
+        out.append(f"tus doors: stock tus-node ({meta['tus']}), ONE Node.js process: Node runs JavaScript on a "
+                   "single thread (file system calls on libuv's pool of 4 threads), which is how stock tus-node "
+                   "runs, against the Witness doors' ingest pool of "
+                   f"{meta['workers']} workers × {meta['threads']} threads. `tus` answers a PATCH's 204 once its "
+                   "bytes are written (page cache, no fsync); `tus-fsync` after an fsync of the upload file. "
+                   "Bodies: random bytes, 256 KiB like a Witness chunk's ciphertext  ")
+        out.append("Registration is outside every door's measured window (Witness: device and recording, "
+                   "tus: `POST /files` creating the upload; all before the window starts; column register s)  ")
     if meta.get("external"):
         out.append("(--url: the server's CPU is not measured; 'other CPU' below includes it, and the peer ran on "
                    "this machine's temporary folder, which may not be the server's disk)")
@@ -967,6 +1244,7 @@ def markdown(results: list[RunResult], meta: dict) -> str:
             f"| {fmt(n.get('register_seconds'), 1)} | {fmt(n.get('reconnects'))} "
             f"| {log_summary(n.get('server_log_findings'))} |")
     out.extend(comparison(results))
+    out.extend(tus_comparison(results))
     errors = [(f"{r.spec.name} {r.door}", r.numbers.get("errors")) for r in results if r.numbers.get("errors")]
     failures = [(f"{r.spec.name} {r.door}", r.numbers.get("failure")) for r in results if r.numbers.get("failure")]
     if errors or failures:
@@ -980,7 +1258,8 @@ def markdown(results: list[RunResult], meta: dict) -> str:
                 if r.numbers.get("server_log_findings", {}).get("statuses")]
     if statuses:
         out.append("")
-        out.append("Answers in the server's access log (nginx's, for the front door), by status: "
+        out.append("Answers in the server's access log (nginx's, for the front door; tus: error answers only), "
+                   "by status: "
                    + "; ".join(f"{name}: " + ", ".join(f"{k} ×{v:,}" for k, v in sorted(st.items()))
                                for name, st in statuses))
     findings = [(f"{r.spec.name} {r.door}", r.numbers["server_log_findings"]) for r in results
@@ -1015,6 +1294,25 @@ def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()] if text.strip() else []
 
 
+def door_list(text: str) -> list[str]:
+    """`--door`: one door or a comma list of them, in order; `both` stands for
+    direct,front (as it always has)."""
+    doors: list[str] = []
+    for word in (w.strip() for w in text.split(",")):
+        if not word:
+            continue
+        names = list(DOORS) if word == "both" else [word]
+        for name in names:
+            if name not in ALL_DOORS:
+                raise argparse.ArgumentTypeError(
+                    f"unknown door {name!r}: choose from {', '.join(ALL_DOORS)}, both, or a comma list")
+            if name not in doors:
+                doors.append(name)
+    if not doors:
+        raise argparse.ArgumentTypeError("--door needs at least one door")
+    return doors
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Chunk-ingest benchmark for Witness Sync (see module docstring).")
     p.add_argument("--paced", type=int_list, default=[50, 200, 500],
@@ -1027,9 +1325,12 @@ def parse_args(argv=None):
     p.add_argument("--peer-seconds", type=float, default=3.0, help="length of each physical-peer measurement")
     p.add_argument("--peer-dir", help="where the physical peer writes (default: next to the server's data)")
     p.add_argument("--url", type=loopback_url, help="benchmark this running server instead of starting one")
-    p.add_argument("--door", choices=("front", "direct", "both"),
+    p.add_argument("--door", type=door_list,
                    help="which server to start per run spec: direct = `gunicorn wsgi:app`, front = "
-                        "`witness-serve` (nginx + pools), both = each spec on both, back to back (default)")
+                        "`witness-serve` (nginx + pools), tus = stock tus-node (@tus/server + @tus/file-store, "
+                        "one Node process), tus-fsync = the same with an fsync before every PATCH's 204; "
+                        "both = direct,front (default); a comma list (e.g. front,tus,tus-fsync) runs each spec "
+                        "on each door back to back, the order alternating from spec to spec")
     p.add_argument("--workers", type=int, help="WITNESS_WORKERS for the started server, the front door's ingest "
                    "pool likewise (default: gunicorn.conf.py's, min(4, CPUs + 1))")
     p.add_argument("--threads", type=int, help="WITNESS_THREADS likewise (default: gunicorn.conf.py's, 8)")
@@ -1042,7 +1343,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.url and args.door:
         p.error("--door starts servers; --url benchmarks one already running: give one or the other")
-    args.doors = ["url"] if args.url else (list(DOORS) if args.door in (None, "both") else [args.door])
+    args.doors = ["url"] if args.url else (args.door or list(DOORS))
     # Both doors get the same ingest pool: the values gunicorn.conf.py would
     # pick (server/frontdoor.py picks the same), set explicitly for both.
     args.workers = args.workers or min(4, (os.cpu_count() or 1) + 1)
@@ -1069,16 +1370,19 @@ def parse_args(argv=None):
 async def main_async(args) -> int:
     specs = [RunSpec(f"paced-{n}", "paced", n, args.seconds, args.warmup) for n in args.paced]
     specs += [RunSpec(f"sat-{n}", "saturation", n, args.seconds, args.warmup) for n in args.saturation]
+    # The tus peer's packages (npm ci) before anything is started or timed.
+    versions = ensure_tus_installed() if any(d in TUS_DOORS for d in args.doors) else {}
     root = Path(tempfile.mkdtemp(prefix="witness-bench-"))
     log_dir = Path(args.log_dir) if args.log_dir else root / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     plaintext = os.urandom(CHUNK_BYTES - TAG_BYTES)   # ciphertext = exactly 256 KiB
+    tus_body = os.urandom(CHUNK_BYTES)                # what tus phones PATCH: the same length
     results: list[RunResult] = []
     version_before = code_version()
     hard_deadline = time.monotonic() + args.max_total
     loadavg_before = load_average()
     for number, spec in enumerate(specs):
-        # Both doors of a spec back to back, the order alternating from spec
+        # Every door of a spec back to back, the order alternating from spec
         # to spec, so that a drifting machine does not favour one door.
         doors = args.doors if number % 2 == 0 else list(reversed(args.doors))
         for door in doors:
@@ -1091,7 +1395,7 @@ async def main_async(args) -> int:
             try:
                 result = await asyncio.wait_for(
                     run_one(spec, door=door, url=args.url, args=args, root=root, log_dir=log_dir,
-                            plaintext=plaintext),
+                            plaintext=plaintext, tus_body=tus_body),
                     timeout=min(remaining, HARD_CAP_SECONDS_PER_RUN))
             except Exception as exc:  # report and go on with the next run
                 result = RunResult(spec, {"failure": f"{type(exc).__name__}: {exc}"}, door=door)
@@ -1108,17 +1412,21 @@ async def main_async(args) -> int:
         "direct": f"`gunicorn wsgi:app` (gunicorn.conf.py, {pool})",
         "front": f"`witness-serve` (nginx + ingest pool {pool} + staff pool "
                  f"{os.environ.get('WITNESS_STAFF_WORKERS') or 2}×{os.environ.get('WITNESS_STAFF_THREADS') or 4})",
+        "tus": "`node bench/peers/tus_server.mjs` (stock tus-node, one process)",
+        "tus-fsync": "`node bench/peers/tus_server.mjs --fsync` (the same, fsync before every PATCH's 204)",
     }
     meta = {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": args.seconds, "warmup": args.warmup,
         "target": args.url or "a fresh server per run: " + " and ".join(targets[d] for d in args.doors)
-                  + (", each spec on both back to back, order alternating" if len(args.doors) > 1 else ""),
+                  + (", each spec on every door back to back, order alternating" if len(args.doors) > 1 else ""),
         "cpus": os.cpu_count(),
         "external": bool(args.url),
         "doors": args.doors,
         "loadavg_before": loadavg_before, "loadavg_after": load_average(),
         "limit_overrides": args.limit_overrides,
+        "tus": " + ".join(f"{k} {v}" for k, v in versions.items()),
+        "workers": args.workers, "threads": args.threads,
         "code": version_before[0] if code_version()[1] == version_before[1]
         else f"{version_before[0]} then {code_version()[0]} (server code changed during the benchmark)",
     }
