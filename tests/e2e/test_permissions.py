@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from crypto.totp import current_code
-from tests.support import PROJECT_ROOT, Phone, Recording, ServerProcess, Staff, content_digest
+from tests.support import MANY_LOGINS, PROJECT_ROOT, Phone, Recording, ServerProcess, Staff, content_digest
 
 MATRIX_PAGE = PROJECT_ROOT / "docs" / "permissions.md"
 COLUMNS = ("anonymous", "device", "observer", "lawyer", "custodian", "expired token", "revoked token",
@@ -525,11 +525,9 @@ def _audit(world, column, caller):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The module's own server: the matrix logs in afresh for hundreds of
-    cells within seconds, from one address, which nginx's login limit (2 a
-    second past a burst of 20, tested in test_front_door.py) would slow to a
-    429 on a fast machine. The limit is not what is tested here."""
+    cells (`MANY_LOGINS`)."""
     process = ServerProcess(tmp_path_factory.mktemp("server"), WITNESS_MAX_CHUNK_BYTES=1024 * 1024,
-                            WITNESS_LIMIT_LOGIN_BURST=100000, WITNESS_LIMIT_STAFF_BURST=100000).start()
+                            **MANY_LOGINS).start()
     yield process
     process.stop()
 

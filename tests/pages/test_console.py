@@ -18,14 +18,14 @@ from crypto.totp import current_code
 
 from ..browser import LAPTOP, PHONE, screenshot
 from ..console_login import console_login, login_form_token
-from ..support import Phone, ServerProcess, Staff
+from ..support import MANY_LOGINS, Phone, ServerProcess, Staff
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    process = ServerProcess(tmp_path_factory.mktemp("console"), idle_seconds=3).start()
+    process = ServerProcess(tmp_path_factory.mktemp("console"), idle_seconds=3, **MANY_LOGINS).start()
     yield process
     process.stop()
 

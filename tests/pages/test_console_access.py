@@ -32,7 +32,7 @@ import requests
 
 from crypto.totp import current_code
 from tests.console_login import console_login, login_form_token
-from tests.support import PROJECT_ROOT, Phone, Staff
+from tests.support import MANY_LOGINS, PROJECT_ROOT, Phone, ServerProcess, Staff
 
 TABLE_PAGE = PROJECT_ROOT / "docs" / "permissions.md"
 COLUMNS = ("anonymous", "device token", "API token", "observer", "lawyer", "custodian", "other organisation",
@@ -200,6 +200,14 @@ class World:
         if column not in self._callers:
             self._callers[column] = self.console_login(staff)
         return self._callers[column]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The module's own server: the matrix logs in afresh for every cell (`MANY_LOGINS`)."""
+    process = ServerProcess(tmp_path_factory.mktemp("server"), **MANY_LOGINS).start()
+    yield process
+    process.stop()
 
 
 @pytest.fixture(scope="module")
