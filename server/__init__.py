@@ -16,7 +16,7 @@ from sync.settings import Settings
 
 from . import account, console, console_account, console_custodians, copies, custodians, devices, pages, public, recorder, staff
 from . import health
-from .auth import register_token_callbacks
+from .auth import VerifiedTokens, register_token_callbacks
 from .cli import witness
 from .errors import register_error_handlers
 from .extensions import jwt
@@ -33,6 +33,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     settings = config.pop("SETTINGS", None) or Settings.from_env()
     archive = Archive(settings, **({"clock": config.pop("CLOCK")} if "CLOCK" in config else {}))
     app.extensions["witness"] = archive
+    app.extensions["witness_tokens"] = VerifiedTokens()
     app.config.update(
         JWT_SECRET_KEY=archive.keys.token_secret,
         JWT_ALGORITHM="HS256",

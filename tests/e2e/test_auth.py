@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -14,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto.signing import public_key_pem
 
-from ..support import Phone, ServerProcess
+from ..support import Phone, ServerProcess, Staff
 
 
 def test_keys_are_public_only_and_files_private(server):
@@ -206,3 +208,32 @@ def test_an_earlier_releases_records_file_is_made_private_at_start(tmp_path):
         assert set(modes.values()) == {"0o600"}, modes
     finally:
         server.stop()
+
+
+def test_a_token_already_verified_is_still_refused_once_its_device_is_revoked(server):
+    # Every worker that served the phone remembers its verified token; the
+    # revocation still stops the very next request.
+    phone = Phone(server)
+    recording = phone.create_recording()
+    for index in range(6):  # reach (and so remember the token in) every ingest worker
+        assert recording.put(index, recording.chunk(index)).status_code == 201
+    custodian = Staff(server, "revoking-custodian", "custodian")
+    revoked = requests.post(f"{server.url}/v1/devices/{phone.device_id}/revoke", headers=custodian.auth)
+    assert revoked.status_code in (200, 204), revoked.text
+    for index in range(6, 12):
+        answer = recording.put(index, recording.chunk(index))
+        assert (answer.status_code, answer.json()["error"]) == (401, "token_revoked")
+    assert recording.status(token=custodian.token).json()["received"] == [[0, 5]]
+
+
+def test_a_token_already_verified_is_refused_once_it_expires(server):
+    phone = Phone(server)
+    recording = phone.create_recording()
+    short = server.forged_token(f"device:{phone.device_id}", "device", expires_in=3, sid=str(uuid.uuid4()))
+    headers = {"Authorization": f"Bearer {short}"}
+    for index in range(4):
+        assert recording.put(index, recording.chunk(index), token=short).status_code == 201
+    time.sleep(3.5)
+    late = requests.get(f"{server.url}/v1/recordings/{recording.id}/status", headers=headers)
+    assert (late.status_code, late.json()["error"]) == (401, "token_expired")
+    assert recording.put(4, recording.chunk(4), token=short).json()["error"] == "token_expired"
