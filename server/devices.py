@@ -4,6 +4,7 @@ A device token is append-only: nothing here lists, reads or deletes footage."""
 from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
+from werkzeug.exceptions import ClientDisconnected
 
 from sync.domain import accounts, ingest
 from sync.errors import ChunkTooLarge, InvalidInput
@@ -90,7 +91,17 @@ def complete_recording(recording_id: str):
 
 
 def _read_body(limit: int) -> bytes:
-    # The WSGI input is a raw stream: one read may return less than asked,
+    length = request.content_length
+    if length is not None:
+        # The length is known (always, behind the front door, which buffers
+        # bodies) and already checked against the limit: one read of the
+        # server's input, which returns the whole body or what came before
+        # the client went away.
+        body = request.environ["wsgi.input"].read(length)
+        if len(body) != length:
+            raise ClientDisconnected()
+        return body
+    # A chunked body (gunicorn alone): one read may return less than asked,
     # so read until the end, refusing as soon as the body passes the limit.
     parts, size = [], 0
     while True:
