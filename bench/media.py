@@ -82,9 +82,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # 
 from crypto.aead import decrypt_chunk, encrypt_chunk, new_content_key, seal_content_key  # noqa: E402
 from ingest import (  # noqa: E402  (bench/ is on sys.path: this script's folder)
     b64url,
-    child_pids,
     code_version,
     content_digest,
+    descendants,
     free_port,
     machine_ticks,
     rfc3339,
@@ -394,7 +394,7 @@ class GunicornServer:
         """The master's only child, or None while there is not exactly one."""
         if self.process is None:
             return None
-        children = child_pids(self.process.pid)
+        children = [pid for pid in descendants(self.process.pid) if pid != self.process.pid]
         return children[0] if len(children) == 1 else None
 
     def stop(self) -> None:
