@@ -10,8 +10,8 @@ import re
 from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from sync.domain import accounts, audit
-from sync.errors import Forbidden, InvalidInput, OwnAccountElsewhere
 from sync.domain.ingest import parse_recording_id
+from sync.errors import Forbidden, InvalidInput, OwnAccountElsewhere
 from sync.timefmt import normalize_time
 
 from .auth import archive

@@ -6,8 +6,8 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 
 from sync.domain import accounts, audit
-from sync.errors import InvalidInput
 from sync.domain.ingest import parse_recording_id
+from sync.errors import InvalidInput
 
 from .auth import archive, require_role
 from .requests import json_body, query_limit, query_text, query_time

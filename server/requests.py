@@ -9,8 +9,8 @@ import re
 
 from flask import request
 
-from sync.errors import InvalidInput
 from sync.domain.ingest import MAX_CHUNK_INDEX, parse_recording_id
+from sync.errors import InvalidInput
 from sync.timefmt import normalize_time
 
 MAX_JSON_BYTES = 64 * 1024

@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from .device import DeviceClient, ServerUnreachable, UploadRefused
 from ..timefmt import format_time, utc_now
+from .device import DeviceClient, ServerUnreachable, UploadRefused
 
 
 def probe_duration(path: Path) -> float:

@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from crypto import InvalidEvidence
 from crypto.signing import load_device_public_key
 
-from . import audit
 from ..archive import Archive
 from ..errors import EnrollmentRefused, Forbidden, InvalidInput, NotFound, OwnAccountElsewhere
+from ..records import DEFAULT_ORGANISATION_ID
+from . import audit
 from .identifiers import parse_canonical_uuid
 from .paging import make_cursor, read_cursor, split_page
-from ..records import DEFAULT_ORGANISATION_ID
 
 STAFF_ROLES = ("observer", "lawyer", "custodian")
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")

@@ -29,9 +29,9 @@ from crypto.hashing import canonical_json
 from ..archive import Archive
 from ..errors import InvalidInput
 from ..evidence.custody import ENTRY_FIELDS, GENESIS, entry_digest, public_entry
-from .paging import make_cursor, read_cursor, split_page
 from ..records import Unit
 from ..timefmt import normalize_time
+from .paging import make_cursor, read_cursor, split_page
 
 _HEAD_KEY = "audit_head"
 

@@ -55,15 +55,15 @@ from typing import Callable
 
 from crypto.hashing import canonical_json
 
-from . import audit
 from ..archive import Archive
 from ..errors import WitnessError
-from .ingest import chunk_file_name
 from ..records import RECORDS_FILE
 from ..records.migrations import latest_version
 from ..records.sqlite_backup import ReadOnlyRecords, is_records_file, restore_into, snapshot_into
 from ..storage import BLOCK_BYTES, ChunkListing, read_blocks
 from ..storage.files import FileBlobStore, FileChunkStore
+from . import audit
+from .ingest import chunk_file_name
 
 FORMAT = "witness-sync-backup"
 FORMAT_VERSION = 1

@@ -21,7 +21,6 @@ from pathlib import Path
 from crypto.signing import public_key_pem
 from crypto.tsa import time_stamp, token_time
 
-from . import accounts
 from ..archive import Archive
 from ..evidence.custody import custody_line, for_copy, public_entry
 from ..evidence.layout import (
@@ -41,8 +40,9 @@ from ..evidence.layout import (
     top_folder,
 )
 from ..evidence.manifest import read_manifest
-from .footage import FootageDamaged, iter_chunk_plaintexts
 from ..timefmt import format_time
+from . import accounts
+from .footage import FootageDamaged, iter_chunk_plaintexts
 
 
 class BundleFailed(Exception):

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from . import audit, bundle
 from ..archive import BUNDLES_FOLDER, Archive
 from ..errors import BundleNotReady, InvalidInput, NotFound, NotPending, WitnessError
+from . import audit, bundle
 from .identifiers import parse_canonical_uuid
 from .ingest import owned_recording
 from .paging import newest_first_page

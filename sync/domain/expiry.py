@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from . import audit
 from ..archive import Archive
 from ..timefmt import format_time
+from . import audit
 
 _BATCH = 1000  # devices per write transaction, so uploads never wait long
 

@@ -14,13 +14,13 @@ from datetime import timedelta
 
 from crypto.tsa import time_stamp
 
-from . import audit
 from ..archive import Archive
 from ..errors import NotFound, NotReady
 from ..evidence.manifest import ManifestChunk, build_manifest
+from ..timefmt import format_time, parse_time
+from . import audit
 from .footage import iter_chunk_plaintexts
 from .ingest import index_ranges, missing_ranges
-from ..timefmt import format_time, parse_time
 
 
 # A recording is due when chunks are not yet covered by a manifest and it is

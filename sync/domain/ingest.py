@@ -51,9 +51,7 @@ from crypto import InvalidEvidence
 from crypto.aead import SEALED_KEY_BYTES, decrypt_chunk, open_content_key
 from crypto.signing import load_device_public_key, verify_chunk_signature
 
-from . import audit
 from ..archive import Archive
-from .disk import below_watermark
 from ..errors import (
     BadDeviceSignature,
     BelowWatermark,
@@ -71,9 +69,11 @@ from ..errors import (
     UnknownKeyId,
     WitnessError,
 )
-from .identifiers import parse_canonical_uuid
 from ..storage import LocalChunkDisk
 from ..timefmt import format_time
+from . import audit
+from .disk import below_watermark
+from .identifiers import parse_canonical_uuid
 
 log = logging.getLogger("witness.ingest")
 

@@ -50,8 +50,6 @@ from crypto.totp import (
     stored_secret_key,
 )
 
-from . import audit
-from .accounts import MAX_PASSWORD_BYTES, check_new_password, hash_password, password_matches
 from ..archive import Archive
 from ..errors import (
     BadCredentials,
@@ -61,6 +59,8 @@ from ..errors import (
     TooManyAttempts,
     WrongSecondFactor,
 )
+from . import audit
+from .accounts import MAX_PASSWORD_BYTES, check_new_password, hash_password, password_matches
 
 from ..timefmt import format_time
 

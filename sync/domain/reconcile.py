@@ -22,11 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from . import audit
 from ..archive import Archive
-from .ingest import announce_removals, carry_out_removals, chunk_file_name, discard_unheld_chunks
 from ..storage import ChunkListing, LocalChunkDisk
 from ..timefmt import format_time
+from . import audit
+from .ingest import announce_removals, carry_out_removals, chunk_file_name, discard_unheld_chunks
 
 # Removal announcements are kept this long: longer than any upload can take
 # between noting the newest announcement and committing (sync/ingest.py).

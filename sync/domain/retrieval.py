@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from . import audit, finalize, footage
 from ..archive import Archive
 from ..errors import InvalidInput, NotFound, NotReady
+from ..timefmt import parse_time
+from . import audit, finalize, footage
 from .ingest import index_ranges, missing_ranges, owned_recording
 from .paging import newest_first_page
-from ..timefmt import parse_time
 
 RECORDING_STATES = ("receiving", "complete", "interrupted")
 # Gaps exist when fewer chunks are held than the recording's known length

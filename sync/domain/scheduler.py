@@ -22,10 +22,10 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from ..archive import Archive
+from ..leader import LeaderLock
 from .copies import build_approved_bundles, resume_interrupted_builds
 from .expiry import expire_unused_devices
 from .finalize import finalize_due_recordings
-from ..leader import LeaderLock
 from .reconcile import reconcile_storage
 from .timestamps import ExternalStampingJob, backfill_builtin_tokens
 

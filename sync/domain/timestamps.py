@@ -29,9 +29,9 @@ import requests
 from crypto.tsa import (TimeStampFacts, TimeStampInvalid, time_stamp, time_stamp_request,
                         verify_time_stamp_reply)
 
-from . import audit
 from ..archive import Archive
 from ..timefmt import format_time
+from . import audit
 
 log = logging.getLogger("witness.timestamps")
 

@@ -13,9 +13,9 @@ from typing import Callable
 
 import pytest
 
-from sync.storage.s3 import S3Location, open_s3_stores
 from sync.storage import TEMP_PREFIX
 from sync.storage.files import FileBlobStore, FileChunkStore
+from sync.storage.s3 import S3Location, open_s3_stores
 
 from ..services import S3_TEST_ENV
 

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from sync.errors import StorageFull, StoreUnavailable
 from sync.domain.ingest import chunk_file_name
+from sync.errors import StorageFull, StoreUnavailable
 from sync.storage import ChunkListing, StoredChunk
 from sync.storage.files import FileChunkStore
 

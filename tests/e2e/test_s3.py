@@ -17,8 +17,8 @@ import uuid
 import pytest
 import requests
 
-from sync.domain import ingest
 from sync.archive import Archive
+from sync.domain import ingest
 from sync.domain.reconcile import reconcile_storage
 from sync.settings import Settings
 

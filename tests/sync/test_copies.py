@@ -3,8 +3,8 @@ taking over from one that died while building a bundle."""
 
 from __future__ import annotations
 
-from sync.domain import audit, copies
 from sync.archive import Archive
+from sync.domain import audit, copies
 from sync.domain.copies import StaffMember
 
 from .test_migration import RECORDING, make_v1_file

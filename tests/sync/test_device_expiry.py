@@ -7,8 +7,8 @@ import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 
-from sync.domain import accounts, audit, expiry
 from sync.archive import Archive
+from sync.domain import accounts, audit, expiry
 from sync.domain.scheduler import run_device_expiry
 
 from .test_races import new_recording, put

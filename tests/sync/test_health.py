@@ -11,11 +11,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crypto.aead import encrypt_chunk, new_content_key, seal_content_key
-from sync.domain import accounts, copies, finalize, health, ingest
 from sync.archive import Archive
+from sync.domain import accounts, copies, finalize, health, ingest
 from sync.domain.disk import disk_free_bytes
-from sync.errors import StorageFull
 from sync.domain.scheduler import start_background_jobs
+from sync.errors import StorageFull
 
 from .test_races import new_recording, put, upload
 

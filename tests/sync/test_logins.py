@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crypto.totp import current_code
-from sync.domain import accounts, audit, logins
 from sync.archive import Archive
+from sync.domain import accounts, audit, logins
 from sync.errors import BadCredentials, InvalidInput, OwnAccountElsewhere, TooManyAttempts, WrongSecondFactor
 from sync.settings import Settings
 

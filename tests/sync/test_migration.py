@@ -7,9 +7,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from sync.archive import Archive
 from sync.domain import audit, logins
 from sync.domain.accounts import hash_password
-from sync.archive import Archive
 from sync.domain.retrieval import RecordingFilter, Viewer, list_recordings
 
 SCHEMA_V1 = Path(__file__).with_name("schema_v1.sql")

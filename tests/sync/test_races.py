@@ -14,10 +14,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crypto.aead import encrypt_chunk, new_content_key, seal_content_key
-from sync.domain import accounts, finalize, ingest
 from sync.archive import Archive
-from sync.errors import Busy
+from sync.domain import accounts, finalize, ingest
 from sync.domain.footage import FootageDamaged, iter_chunk_plaintexts
+from sync.errors import Busy
 from sync.storage.files import FileChunkStore
 
 

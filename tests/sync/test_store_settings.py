@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from sync.archive import Archive
-from sync.storage.s3 import S3BlobStore, S3ChunkStore, S3Location
 from sync.settings import Settings
 from sync.storage.files import FileBlobStore, FileChunkStore
+from sync.storage.s3 import S3BlobStore, S3ChunkStore, S3Location
 
 
 def settings_from(tmp_path, **env) -> Settings:

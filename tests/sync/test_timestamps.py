@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crypto.tsa import TimeStampInvalid, verify_time_stamp
-from sync.domain import finalize
 from sync.archive import Archive
-from sync.settings import Settings
+from sync.domain import finalize
 from sync.domain.timestamps import ExternalStampingJob, backfill_builtin_tokens, stamp_externally
+from sync.settings import Settings
 from tests.openssl_tsa import OpensslTsa, TsaHttpServer
 
 from .test_races import new_recording, put

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sync.domain import accounts, copies, finalize, ingest
 from sync.archive import Archive
+from sync.domain import accounts, copies, finalize, ingest
 from sync.domain.copies import StaffMember
 from sync.evidence.verify import verify_bundle
 from sync.settings import Settings
