@@ -25,6 +25,7 @@ certificate and key (after a renewal) without dropping a connection. `gunicorn w
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -98,6 +99,7 @@ class FrontDoorConfig:
     staff_threads: int
     limits: AddressLimits
     access_log: str
+    proxy_protocol_from: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "FrontDoorConfig":
@@ -123,7 +125,24 @@ class FrontDoorConfig:
             staff_threads=_whole(env, "WITNESS_STAFF_THREADS", 4),
             limits=AddressLimits.from_env(env),
             access_log=env.get("WITNESS_ACCESS_LOG") or "/dev/stdout",
+            proxy_protocol_from=parse_networks(env.get("WITNESS_PROXY_PROTOCOL_FROM") or ""),
         )
+
+
+def parse_networks(text: str) -> tuple[str, ...]:
+    """`WITNESS_PROXY_PROTOCOL_FROM`: comma-separated addresses or networks
+    (`10.0.0.5`, `10.0.0.0/24`, `fd00::/8`) of the balancers in front.
+    Raises `ValueError` for anything else."""
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"WITNESS_PROXY_PROTOCOL_FROM holds {item!r}, which is not an address or a "
+                             "network such as 10.0.0.0/24") from None
+    return tuple(networks)
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -152,12 +171,21 @@ def render_nginx_conf(config: FrontDoorConfig, settings: Settings, run_dir: Path
             "ssl_session_timeout 1d;",
             "ssl_session_tickets off;",
         ))
+    # Behind TCP balancers (several nodes): every connection starts with a
+    # PROXY protocol header naming the phone's address, which nginx takes
+    # as the client's (limits, X-Real-IP) from the balancers' addresses only.
+    real_ip = ""
+    if config.proxy_protocol_from:
+        listen += " proxy_protocol"
+        real_ip = "\n".join([f"        set_real_ip_from {network};" for network in config.proxy_protocol_from]
+                            + ["        real_ip_header proxy_protocol;"])
     # Run as root (a container, CI), nginx's workers drop to nobody; run as
     # anyone else (systemd's witness user), they stay that user.
     user = "user nobody nogroup;" if os.geteuid() == 0 else ""
     access_log = "off" if config.access_log == "off" else f"{config.access_log} witness_json"
     values = {
-        "USER": user, "RUN_DIR": str(run_dir), "LISTEN": listen, "TLS": tls, "ACCESS_LOG": access_log,
+        "USER": user, "RUN_DIR": str(run_dir), "LISTEN": listen, "TLS": tls, "REAL_IP": real_ip,
+        "ACCESS_LOG": access_log,
         "MAX_BODY": str(settings.max_chunk_bytes + 64 * 1024),
         "CONNECTIONS_PER_ADDRESS": str(config.limits.connections_per_address),
     }

@@ -143,10 +143,15 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited at start-up:\n{self.log()}")
             try:
-                if requests.get(self.url + "/v1/keys", timeout=1,
-                                verify=str(self.tls_cert) if self.tls_cert else True).status_code == 200:
+                if self.env.get("WITNESS_PROXY_PROTOCOL_FROM") and self.front_door:
+                    # Every connection must open with a PROXY header, as a balancer's would.
+                    if proxied_request(self, "127.0.0.1", "GET /v1/keys HTTP/1.1\r\nHost: witness\r\n"
+                                                         "Connection: close\r\n\r\n")[0] == 200:
+                        return self
+                elif requests.get(self.url + "/v1/keys", timeout=1,
+                                  verify=str(self.tls_cert) if self.tls_cert else True).status_code == 200:
                     return self
-            except requests.RequestException:
+            except (requests.RequestException, OSError):
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
@@ -285,6 +290,24 @@ class ServerProcess:
                 return value
             time.sleep(interval)
         raise AssertionError(f"condition not met within {timeout} s; server log:\n{self.log()[-4000:]}")
+
+
+def proxied_request(server: ServerProcess, client: str, request: str, body: bytes = b"") -> tuple[int, bytes]:
+    """Send one HTTP/1.1 request (`request`: its head, ending in a blank
+    line) as a TCP balancer would, after a PROXY protocol v1 header claiming
+    the phone's address is `client`; returns (status, body). Raises OSError
+    if the server closes the connection without an answer."""
+    family = "TCP6" if ":" in client else "TCP4"
+    local = "::1" if ":" in client else "127.0.0.1"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"PROXY {family} {client} {local} 40000 {server.port}\r\n".encode() + request.encode() + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    if not answer:
+        raise ConnectionResetError("the server closed the connection without answering")
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), rest
 
 
 def b64url(data: bytes) -> str:

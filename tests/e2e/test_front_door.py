@@ -26,7 +26,7 @@ import requests
 
 from tests.attacker import session_from
 from tests.e2e.test_malformed import MALFORMED, exchange
-from tests.support import PROJECT_ROOT, Phone, Recording, ServerProcess
+from tests.support import PROJECT_ROOT, Phone, Recording, ServerProcess, proxied_request
 
 pytestmark = pytest.mark.slow
 
@@ -280,10 +280,34 @@ def test_witness_serve_refuses_a_wrong_configuration_in_plain_words(tmp_path):
     env = {**os.environ, "WITNESS_DATA_DIR": str(tmp_path / "d"), "WITNESS_KEYS_DIR": str(tmp_path / "k")}
     for extra, words in (({"WITNESS_BIND": "not an address"}, "WITNESS_BIND"),
                          ({"WITNESS_TLS_CERT": str(tmp_path / "missing.pem")}, "WITNESS_TLS_KEY"),
-                         ({"WITNESS_LIMIT_LOGIN_RATE": "-3"}, "WITNESS_LIMIT_LOGIN_RATE")):
+                         ({"WITNESS_LIMIT_LOGIN_RATE": "-3"}, "WITNESS_LIMIT_LOGIN_RATE"),
+                         ({"WITNESS_PROXY_PROTOCOL_FROM": "10.0.0.0/33"}, "WITNESS_PROXY_PROTOCOL_FROM")):
         done = subprocess.run([sys.executable, "-m", "server.frontdoor"], env={**env, **extra}, cwd=PROJECT_ROOT,
                               capture_output=True, text=True, timeout=30)
         assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
+
+
+def test_behind_balancers_each_phone_is_limited_by_its_own_address_and_none_is_written(tmp_path):
+    # Several nodes behind TCP balancers (README, "Several app nodes"): the
+    # balancer's PROXY header names the phone, so a flood from one address
+    # does not use up the limits of the phones behind the same balancer.
+    server = ServerProcess(tmp_path / "proxied", WITNESS_PROXY_PROTOCOL_FROM="127.0.0.1",
+                           WITNESS_LIMIT_REGISTRATION_BURST=3, WITNESS_LIMIT_REGISTRATION_RATE=1).start()
+    register = "POST /v1/devices HTTP/1.1\r\nHost: witness\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    flooder, phone, ipv6_phone = "203.0.113.77", "198.51.100.23", "2001:db8::4711"
+    try:
+        flood = [proxied_request(server, flooder, register)[0] for _ in range(8)]
+        assert flood.count(201) <= 5 and flood[-1] == 429  # the burst, then refused
+        assert proxied_request(server, phone, register)[0] == 201  # a phone behind the same balancer
+        assert proxied_request(server, ipv6_phone, register)[0] == 201
+        # A connection that does not speak the PROXY protocol gets nothing.
+        with pytest.raises(requests.ConnectionError):
+            requests.post(server.url + "/v1/devices", json={}, timeout=5)
+    finally:
+        server.stop()
+    written = server.log() + "".join(p.read_text(errors="replace") for p in server.data_dir.rglob("*.log"))
+    for address in (flooder, phone, ipv6_phone, "2001:db8:0:0:0:0:0:4711"):
+        assert address not in written
 
 
 def test_nginx_error_lines_lose_every_client_address():
