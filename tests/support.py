@@ -283,13 +283,19 @@ class ServerProcess:
 
     def wait_for(self, condition, timeout: float = 30.0, interval: float = 0.1):
         """Poll `condition()` until it returns something truthy."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(interval)
-        raise AssertionError(f"condition not met within {timeout} s; server log:\n{self.log()[-4000:]}")
+        return wait_until(condition, f"condition; server log:\n{self.log()[-4000:]}", timeout, interval)
+
+
+def wait_until(condition, what: str, timeout: float, interval: float = 0.1):
+    """Poll `condition()` until it returns something truthy (returned);
+    AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not met within {timeout} s")
 
 
 def proxied_request(server: ServerProcess, client: str, request: str, body: bytes = b"") -> tuple[int, bytes]:

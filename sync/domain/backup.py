@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ from typing import Callable
 from crypto.hashing import canonical_json
 
 from ..archive import Archive
+from ..durable import fsync_path
 from ..errors import WitnessError
 from ..records import RECORDS_FILE
 from ..records.migrations import latest_version
@@ -117,7 +117,7 @@ def backup(archive: Archive, target: Path, say: Say = lambda line: None) -> Summ
         raise UsageProblem(f"{target} is inside the data folder {archive.settings.data_dir}: a backup belongs "
                            "on another disk (and files there would be taken for the server's own).")
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _fsync_dir(target.parent)
+    fsync_path(target.parent, directory=True)
 
     say(f"records: taking a consistent snapshot of {_live_records(archive)}")
     records_path = target / RECORDS_FILE
@@ -471,13 +471,6 @@ def _file_sha256(path: Path) -> tuple[str, int]:
         size += len(block)
     return digest.hexdigest(), size
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Progress:

@@ -19,6 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterator
 
+from ..durable import fsync_path
 from . import Params
 
 
@@ -40,8 +41,8 @@ def snapshot_into(live: Path, target: Path) -> None:
             copy.close()
     finally:
         source.close()
-    _fsync(target)
-    _fsync(target.parent, directory=True)
+    fsync_path(target)
+    fsync_path(target.parent, directory=True)
 
 
 def restore_into(copy: Path, live: Path) -> None:
@@ -120,10 +121,3 @@ def is_records_file(path: Path) -> bool:
     finally:
         records.close()
 
-
-def _fsync(path: Path, *, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

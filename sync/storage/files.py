@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
+from ..durable import fsync_path
 from ..errors import StorageFull
 from . import PROBE_PREFIX, QUARANTINE, TEMP_PREFIX, StoredChunk, read_blocks
 
@@ -38,7 +39,7 @@ class FileChunkStore:
         # a chunk in a folder whose own entry is not yet durable.
         try:
             self._folder(recording_id).mkdir(exist_ok=True)
-            _fsync_dir(self.root)
+            fsync_path(self.root, directory=True)
         except OSError as exc:
             if exc.errno in _FULL_ERRNOS:
                 raise StorageFull("The server's disk is full; retry later.") from exc
@@ -63,7 +64,7 @@ class FileChunkStore:
     def delete(self, recording_id: str, name: str) -> None:
         _unlink_quietly(self._folder(recording_id) / name)
         if self._folder(recording_id).is_dir():
-            _fsync_dir(self._folder(recording_id))
+            fsync_path(self._folder(recording_id), directory=True)
 
     def quarantine(self, recording_id: str, name: str) -> None:
         source = self._folder(recording_id) / name
@@ -72,8 +73,8 @@ class FileChunkStore:
         target = self.root / QUARANTINE / recording_id
         target.mkdir(parents=True, exist_ok=True)
         os.rename(source, target / f"{name}.{time.time_ns()}.{secrets.token_hex(4)}")
-        _fsync_dir(target)
-        _fsync_dir(source.parent)
+        fsync_path(target, directory=True)
+        fsync_path(source.parent, directory=True)
 
     def probe(self) -> None:
         # Beside the recordings' folders (never inside one, so it can never
@@ -147,7 +148,7 @@ class FileBlobStore:
     def put_file(self, name: str, path: Path) -> int:
         path = Path(path)
         try:
-            _fsync_file(path)
+            fsync_path(path)
             os.replace(path, self.root / name)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
@@ -156,7 +157,7 @@ class FileBlobStore:
             size = self.put(name, read_blocks(open(path, "rb")))
             path.unlink()
             return size
-        _fsync_dir(self.root)
+        fsync_path(self.root, directory=True)
         return (self.root / name).stat().st_size
 
     def open(self, name: str, start: int = 0, end: int | None = None) -> BinaryIO:
@@ -174,7 +175,7 @@ class FileBlobStore:
 
     def delete(self, name: str) -> None:
         _unlink_quietly(self.root / name)
-        _fsync_dir(self.root)
+        fsync_path(self.root, directory=True)
 
     def remove_unfinished(self) -> int:
         removed = 0
@@ -225,7 +226,7 @@ def _write_durably(folder: Path, name: str, blocks: Iterable[bytes]) -> int:
         finally:
             os.close(fd)
         os.rename(tmp, folder / name)
-        _fsync_dir(folder)
+        fsync_path(folder, directory=True)
     except BaseException as exc:
         _unlink_quietly(tmp)
         if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
@@ -241,20 +242,6 @@ def _mtime(path: Path) -> float:
         return float("inf")
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -30,7 +30,8 @@ import pytest
 import requests
 
 from ..postgres import shared_cluster
-from ..support import Phone, ServerProcess, Staff, content_digest, decoded_seconds, make_fragmented_mp4
+from ..support import (Phone, ServerProcess, Staff, content_digest, decoded_seconds, make_fragmented_mp4,
+                       wait_until)
 
 LEADER_LINE = re.compile(r"process (\d+) runs the background jobs")
 IDLE_SECONDS = 3
@@ -39,16 +40,6 @@ BUCKET = "witness-nodes"
 
 def leader_pids(text: str) -> list[int]:
     return [int(pid) for pid in LEADER_LINE.findall(text)]
-
-
-def wait(condition, what: str, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 def leader_sessions(database_url: str) -> list[str]:
@@ -184,7 +175,7 @@ def test_two_nodes_one_killed_mid_upload_the_other_goes_on_and_takes_over_the_jo
     a, b, database_url = nodes["a"], nodes["b"], nodes["database_url"]
     both = (a, b)
     staff = Staff(a, "nodes-observer", "observer")  # one login, used on every node
-    wait(lambda: leader_pids(a.log() + b.log()), "some worker of some node leads", timeout=20)
+    wait_until(lambda: leader_pids(a.log() + b.log()), "some worker of some node leads", timeout=20)
 
     # A recording made through both nodes is finalized by whichever leads.
     warm_up = Phone(a).create_recording()
@@ -192,7 +183,7 @@ def test_two_nodes_one_killed_mid_upload_the_other_goes_on_and_takes_over_the_jo
         url = f"{node.url}/v1/recordings/{warm_up.id}/chunks/{index}"
         body = warm_up.chunk(index, final=index == 2)
         assert requests.put(url, data=body, headers=chunk_headers(warm_up.phone, body, index == 2)).status_code == 201
-    wait(lambda: status(b, staff, warm_up.id)["manifest_version"], "the first recording finalized", 20)
+    wait_until(lambda: status(b, staff, warm_up.id)["manifest_version"], "the first recording finalized", 20)
 
     # Exactly one node runs the jobs: one leader line in all, in one node's
     # log, naming a worker of that node, the session PostgreSQL shows as leader.
@@ -254,7 +245,7 @@ def test_two_nodes_one_killed_mid_upload_the_other_goes_on_and_takes_over_the_jo
         leader.kill()  # SIGKILL: every process of the node at once
         killed.set()
         # The racing phone goes on too, through the survivor, for a while.
-        wait(lambda: (racing.dropped and len(racing.acked) >= racing_before + 10) or errors,
+        wait_until(lambda: (racing.dropped and len(racing.acked) >= racing_before + 10) or errors,
              "the racing phone going on through the survivor", timeout=30)
         racing_stop.set()
     finally:
@@ -271,15 +262,15 @@ def test_two_nodes_one_killed_mid_upload_the_other_goes_on_and_takes_over_the_jo
 
     # The survivor takes the jobs over: a worker of it logs that it leads,
     # PostgreSQL names it, /readyz sees a leader, and it finalizes both.
-    successor = wait(lambda: leader_pids(survivor.log()[kill_log_sizes[survivor.url]:]),
+    successor = wait_until(lambda: leader_pids(survivor.log()[kill_log_sizes[survivor.url]:]),
                      "the survivor takes over the background jobs", timeout=20)[0]
     assert node_of(successor, (survivor,)) is survivor
-    wait(lambda: [n.split()[3] for n in leader_sessions(database_url)] == [str(successor)],
+    wait_until(lambda: [n.split()[3] for n in leader_sessions(database_url)] == [str(successor)],
          "PostgreSQL naming the new leader", timeout=10)
     ready = requests.get(survivor.url + "/readyz", timeout=10)
     assert ready.status_code == 200 and ready.json()["checks"]["scheduler"] == "ok", ready.text
     for uploader in (filming, racing):
-        wait(lambda u=uploader: status(survivor, staff, u.recording.id)["manifest_version"] == 1,
+        wait_until(lambda u=uploader: status(survivor, staff, u.recording.id)["manifest_version"] == 1,
              f"{uploader.recording.id} finalized by the survivor", timeout=30)
         assert f"finalized {uploader.recording.id} as manifest version 1" in survivor.log()
         assert f"finalized {uploader.recording.id}" not in leader.log()
