@@ -18,9 +18,9 @@ HTTP. Its folders are its architecture:
   HTTP only, imports none of the rest.
 - `errors.py`: the domain's errors, which `server/errors.py` maps to
   statuses and error codes in its one table; `timefmt.py`: the one time
-  format.
+  format; `durable.py`: fsync by path, for every durable write.
 
 Import direction (import-linter, setup.cfg): domain -> archive -> records,
-storage, leader -> errors. This file imports nothing, so importing
+storage, leader -> errors, timefmt, durable. This file imports nothing, so importing
 `sync.evidence.verify` does not bring in the domain.
 """
