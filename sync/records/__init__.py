@@ -8,7 +8,9 @@ writes (a chunk's index, the audit chain's head, a copy request's state) may
 assume no other writer moves between its read and its write, on every
 adapter. `snapshot()` yields a `Unit` for reads that must see one consistent
 state. `query` and `one` outside both are single reads (inside a
-transaction of the same thread, they run on it).
+transaction of the same thread, they run on it). `fetch` and `fetch_one`
+return typed rows (`rows.py`: one frozen dataclass per table) where
+`query` and `one` return dicts (projections and aggregates).
 
 SQL given to a `Unit` is the portable subset both adapters run: `?` or
 `:name` placeholders, `INSERT ... RETURNING`, `INSERT ... ON CONFLICT (...)
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from ..errors import WitnessError
+from .rows import R
 
 DEFAULT_ORGANISATION_ID = 1
 RECORDS_FILE = "witness.sqlite3"
@@ -69,6 +72,12 @@ class Unit(Protocol):
     def one(self, sql: str, params: Params = ()) -> dict | None:
         """The first row of a query, or None."""
 
+    def fetch(self, kind: type[R], sql: str, params: Params = ()) -> list[R]:
+        """The rows of a query as typed rows of `kind` (`rows.py`)."""
+
+    def fetch_one(self, kind: type[R], sql: str, params: Params = ()) -> R | None:
+        """The first row of a query as a typed row of `kind`, or None."""
+
     def insert(self, table: str, row: Mapping[str, Any], *, returning: str | None = None) -> Any:
         """Insert one row; with `returning`, the value of that column (an id
         the database chose)."""
@@ -95,11 +104,29 @@ class Records(Protocol):
     def one(self, sql: str, params: Params = ()) -> dict | None:
         """The first row of one read, or None. Raises `Busy`."""
 
+    def fetch(self, kind: type[R], sql: str, params: Params = ()) -> list[R]:
+        """Typed rows of one read. Raises `Busy`."""
+
+    def fetch_one(self, kind: type[R], sql: str, params: Params = ()) -> R | None:
+        """The first typed row of one read, or None. Raises `Busy`."""
+
     def schema_version(self) -> int:
         """The schema version the records are at."""
 
     def close(self) -> None:
         """Release connections (this thread's, or the pool)."""
+
+
+class TypedReads:
+    """`fetch` and `fetch_one` for any class with `query` and `one`: the
+    adapters' units and records inherit them."""
+
+    def fetch(self, kind: type[R], sql: str, params: Params = ()) -> list[R]:
+        return [kind.of(row) for row in self.query(sql, params)]
+
+    def fetch_one(self, kind: type[R], sql: str, params: Params = ()) -> R | None:
+        row = self.one(sql, params)
+        return None if row is None else kind.of(row)
 
 
 def open_records(data_dir: Path, database_url: str | None = None) -> Records:

@@ -44,7 +44,7 @@ from psycopg.types.numeric import NumericLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import Busy, StorageFull
-from . import Params, SchemaTooNew, UnknownSchema, insert_sql, upsert_sql
+from . import Params, SchemaTooNew, TypedReads, UnknownSchema, insert_sql, upsert_sql
 from .migrations import latest_version, plan
 
 # The one lock every write transaction takes (and the migrations, which run
@@ -58,7 +58,7 @@ START_WAIT_SECONDS = 30
 log = logging.getLogger("witness.records")
 
 
-class PostgresUnit:
+class PostgresUnit(TypedReads):
     """A transaction's or snapshot's view of the database (see `Unit`)."""
 
     def __init__(self, conn: psycopg.Connection):
@@ -82,7 +82,7 @@ class PostgresUnit:
         self.execute(*upsert_sql(table, row, key))
 
 
-class PostgresRecords:
+class PostgresRecords(TypedReads):
     """A pool of connections to one PostgreSQL database, migrated on open."""
 
     backend = "postgresql"

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import sqlite_utils
 
 from ..errors import Busy, StorageFull
-from . import DEFAULT_ORGANISATION_ID, Params, SchemaTooNew, UnknownSchema, insert_sql, upsert_sql
+from . import DEFAULT_ORGANISATION_ID, Params, SchemaTooNew, TypedReads, UnknownSchema, insert_sql, upsert_sql
 from .migrations import latest_version, migrations, plan
 
 # Files from before numbered migrations carry versions 1 to 3 (4 when made
@@ -35,7 +35,7 @@ from .migrations import latest_version, migrations, plan
 LEGACY_VERSION = 4
 
 
-class SQLiteUnit:
+class SQLiteUnit(TypedReads):
     """A transaction's or snapshot's view of the SQLite file (see `Unit`)."""
 
     def __init__(self, db: sqlite_utils.Database):
@@ -68,7 +68,7 @@ class SQLiteUnit:
         self._db.execute(sql, params)
 
 
-class SQLiteRecords:
+class SQLiteRecords(TypedReads):
     """Owns the SQLite file: migrations, per-thread connections, transactions."""
 
     backend = "sqlite"

@@ -7,6 +7,7 @@ down: `Busy`, nothing partial)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from sync.errors import Busy
 from sync.records import SchemaTooNew
 from sync.records.migrations import latest_version, migrations
 from sync.records.postgres import PostgresRecords
+from sync.records.rows import (Chunk, CopyRequest, Device, EnrollmentCode, LoginFailures, Manifest, Organisation,
+                               Recording, Staff)
 
 from ..support import PROJECT_ROOT
 from .spec import increment, open_records
@@ -71,6 +74,27 @@ def test_bytes_come_back_as_bytes(records):
                      "sealed_key, created_at, state, last_activity_at) VALUES "
                      "('r', 1, 'd', 'video/mp4', 't', 'k', ?, 't', 'open', 't')", [b"\x00\xffkey"])
     assert bytes(records.one("SELECT sealed_key FROM recordings")["sealed_key"]) == b"\x00\xffkey"
+    # A typed row gives BLOBs as bytes itself, on every adapter.
+    recording = records.fetch_one(Recording, "SELECT * FROM recordings WHERE id = ?", ["r"])
+    assert type(recording.sealed_key) is bytes and recording.sealed_key == b"\x00\xffkey"
+
+
+def test_typed_rows_hold_their_tables_columns(records):
+    # Every kind's fields are its table's columns (a migration that adds a
+    # column must add it to the kind, or `SELECT *` reads would drop it).
+    tables = {Organisation: "organisations", Device: "devices", Staff: "staff", EnrollmentCode: "enrollment_codes",
+              Recording: "recordings", Chunk: "chunks", Manifest: "manifests", LoginFailures: "login_failures",
+              CopyRequest: "copy_requests"}
+    for kind, table in tables.items():
+        with records.snapshot() as view:
+            columns = [d[0] for d in view.execute(f"SELECT * FROM {table} WHERE 1 = 0").description]
+        assert [f.name for f in dataclasses.fields(kind)] == columns, table
+    # Inside a transaction, reads are typed as well; a query that does not
+    # select a kind's columns is refused, not half-filled.
+    with records.transaction() as unit:
+        assert unit.fetch(Organisation, "SELECT * FROM organisations ORDER BY id")[0].slug == "default"
+        with pytest.raises(KeyError):
+            unit.fetch_one(Organisation, "SELECT id, slug FROM organisations")
 
 
 def test_text_sorts_byte_by_byte_on_every_adapter(records):
