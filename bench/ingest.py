@@ -47,12 +47,29 @@ back, the order alternating from spec to spec, and a "Witness Sync vs tus"
 table gives the ratios. Registration (device and recording, or the tus
 upload's creation) is done before the measured window, for every door.
 
+Three backends for the Witness doors (`--backend`, a comma list, default
+`embedded`): `embedded` keeps records in SQLite and chunks in files under the
+data folder; `postgresql` keeps the records on PostgreSQL
+(`WITNESS_DATABASE_URL`), chunks still in files; `scaleout` is the several-
+nodes deployment, records on PostgreSQL and chunks on S3
+(`WITNESS_CHUNK_STORE=s3://...`, `WITNESS_S3_ENDPOINT_URL`, `AWS_*`). For
+those two the bench starts, once per benchmark and before anything is timed,
+a throwaway PostgreSQL cluster and a SeaweedFS (`weed server -s3`) with the
+tests' own start-up code (tests/postgres.py, tests/services.py), gives every
+server start a fresh database and bucket prefix, and removes both at the
+end, also after an error, Ctrl-C or SIGTERM. Each Witness door runs on each
+backend back to back with the other doors; the tus doors once per spec.
+PostgreSQL's and SeaweedFS's processes are not the server's: their CPU over
+the same window is reported beside it, and "CPU ms/ack incl. services" and a
+"backends" table give what a chunk costs the whole deployment.
+
 Nothing here asserts on timings; it measures and prints a markdown table.
 
     .venv/bin/python bench/ingest.py            # full run, a few minutes
     .venv/bin/python bench/ingest.py --quick    # smoke run, both doors, about 1 min
     .venv/bin/python bench/ingest.py --door direct   # gunicorn only, as before
     .venv/bin/python bench/ingest.py --door front,tus,tus-fsync --paced 500 --saturation 64 --seconds 20
+    .venv/bin/python bench/ingest.py --door front,tus --backend embedded,scaleout --paced 500 --saturation 64
 """
 
 from __future__ import annotations
@@ -95,6 +112,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 DOORS = ("direct", "front")           # `--door both`, the default
 TUS_DOORS = ("tus", "tus-fsync")      # stock tus-node, the peer the capacity goals are measured against
 ALL_DOORS = (*DOORS, *TUS_DOORS)
+# Where a Witness door keeps its records and chunks (`--backend`): the embedded
+# default (SQLite + chunk files in the data folder), the records on PostgreSQL
+# (chunks still local), or the scale-out deployment (PostgreSQL + S3).
+BACKENDS = ("embedded", "postgresql", "scaleout")
+S3_BUCKET = "witness-bench"
 # nginx's per-address limits (server/frontdoor.py AddressLimits). Every
 # simulated phone comes from 127.0.0.1, so a run with more phones than a
 # burst would be refused by the front door; only then does the bench raise
@@ -549,14 +571,7 @@ class Server:
         return {pid: "master" if pid == master else "worker" for pid in self.pids()}
 
     def cpu_seconds(self) -> dict[int, float]:
-        out = {}
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-        return out
+        return process_cpu_seconds(self.pids())
 
     def stop(self) -> None:
         """SIGTERM to gunicorn's master, which stops its workers gracefully
@@ -750,6 +765,132 @@ class TusServer(Server):
             self.process.wait()
 
 
+class Services:
+    """The throwaway services the `postgresql` and `scaleout` backends need,
+    started once per benchmark run with the tests' own start-up code
+    (tests/postgres.py: a fresh cluster on a free loopback port in a folder
+    of its own under /tmp, run as the `postgres` user when running as root;
+    tests/services.py: `weed server -s3` on free loopback ports, one bucket
+    whose writes are fsync'd before they are answered). Every server start
+    gets a database of its own (`CREATE DATABASE`, dropped after its run)
+    and, for `scaleout`, a prefix of its own in the bucket. `stop()` removes
+    both services and their data, keeping their logs in `log_dir`."""
+
+    def __init__(self, backends: list[str], root: Path, log_dir: Path):
+        self.backends = backends
+        self.root, self.log_dir = root, log_dir
+        self.postgres = None        # tests.postgres.PostgreSQL
+        self.seaweedfs = None       # tests.services.SeaweedFS
+
+    @property
+    def needed(self) -> bool:
+        return any(b != "embedded" for b in self.backends)
+
+    def start(self) -> "Services":
+        # The tests' package: one copy of the start-up code (bench is not a
+        # package; PROJECT_ROOT is on sys.path).
+        from tests.postgres import PostgreSQL
+        from tests.services import SeaweedFS
+
+        if any(b in ("postgresql", "scaleout") for b in self.backends):
+            print("# starting a throwaway PostgreSQL cluster ...", file=sys.stderr, flush=True)
+            self.postgres = PostgreSQL(self.log_dir).start()
+            self.postgres.wait_until_up()
+        if "scaleout" in self.backends:
+            print("# starting a throwaway SeaweedFS (weed server -s3) ...", file=sys.stderr, flush=True)
+            self.seaweedfs = SeaweedFS(self.root / "seaweedfs").start()
+            self.seaweedfs.bucket(S3_BUCKET)
+        return self
+
+    def env(self, backend: str) -> dict[str, str]:
+        """What one server start needs for `backend`: a fresh database and,
+        for scaleout, a fresh prefix in the bucket."""
+        if backend == "embedded":
+            return {}
+        env = {"WITNESS_DATABASE_URL": self.postgres.new_database()}
+        if backend == "scaleout":
+            env.update(self.seaweedfs.env(f"s3://{S3_BUCKET}/{uuid.uuid4().hex}"))
+        return env
+
+    def release(self, env: dict[str, str]) -> None:
+        """Drop a run's database once its server has stopped (the cluster
+        stays as small as at the first run). The bucket's objects stay until
+        `stop()` removes the whole store."""
+        url = env.get("WITNESS_DATABASE_URL")
+        if not url or self.postgres is None:
+            return
+        import psycopg
+
+        try:
+            with psycopg.connect(self.postgres.url, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        except psycopg.Error as exc:
+            print(f"# could not drop {url}: {exc}", file=sys.stderr)
+
+    def postgres_root_pid(self) -> int | None:
+        """The postmaster (pg_ctl daemonizes it: not a child of the bench)."""
+        if self.postgres is None:
+            return None
+        try:
+            return int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def pids(self) -> dict[str, list[int]]:
+        """Every process of each service: the postmaster and its backends;
+        `weed` and anything below it."""
+        out = {}
+        root = self.postgres_root_pid()
+        if root is not None:
+            out["postgresql"] = descendants(root)
+        if self.seaweedfs is not None and self.seaweedfs.process is not None:
+            out["seaweedfs"] = descendants(self.seaweedfs.process.pid)
+        return out
+
+    def cpu_seconds(self) -> dict[str, dict[int, float]]:
+        return {name: process_cpu_seconds(pids) for name, pids in self.pids().items()}
+
+    def describe(self) -> str:
+        parts = []
+        if self.postgres is not None:
+            version = self.postgres.bin.parent.name
+            parts.append(f"PostgreSQL {version} (tests/postgres.py's throwaway cluster: fsync on, "
+                         f"shared_buffers=32MB, max_connections=200, on 127.0.0.1:{self.postgres.port})")
+        if self.seaweedfs is not None:
+            parts.append(f"SeaweedFS `weed server -s3` (tests/services.py; bucket {S3_BUCKET} with fsync on, "
+                         f"on 127.0.0.1:{self.seaweedfs.s3_port})")
+        return "; ".join(parts)
+
+    def stop(self) -> None:
+        """Stop and remove both services (also after an error or Ctrl-C);
+        their logs stay in `log_dir`."""
+        if self.seaweedfs is not None:
+            try:
+                self.seaweedfs.stop()
+            finally:
+                try:
+                    shutil.copyfile(self.seaweedfs.log_path, self.log_dir / "seaweedfs.log")
+                except OSError:
+                    pass
+                shutil.rmtree(self.seaweedfs.root, ignore_errors=True)
+                self.seaweedfs = None
+        if self.postgres is not None:
+            self.postgres.remove()        # keeps its log as log_dir/postgresql.log
+            self.postgres = None
+
+
+def process_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """pid -> utime + stime in seconds, for those of `pids` still alive."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return out
+
+
 LOG_TROUBLE = ("error_lines", "tracebacks", "worker_timeouts", "worker_kills", "worker_respawns",
                "nginx_errors", "nginx_warnings", "http_5xx", "http_4xx", "parts_stopped", "shutdown_problems")
 _NGINX_LEVEL = re.compile(r"\[(emerg|alert|crit|error|warn)\] \d+#\d+:")
@@ -886,6 +1027,12 @@ class RunResult:
     spec: RunSpec
     numbers: dict = field(default_factory=dict)
     door: str = "direct"      # "direct", "front", "tus", "tus-fsync", or "url" (--url)
+    backend: str = ""         # a Witness door's: "embedded", "postgresql", "scaleout"; "" for tus and --url
+
+    @property
+    def label(self) -> str:
+        """`door` or `door/backend`, for the log lines."""
+        return f"{self.door}/{self.backend}" if self.backend else self.door
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -908,24 +1055,41 @@ async def register_all(phones: list[Phone], keys: dict, concurrency: int, timeou
                 raise RuntimeError("registration exceeded its time budget")
             await phone.register(keys, timeout)
 
-    await asyncio.gather(*(one(p) for p in phones))
+    tasks = [asyncio.ensure_future(one(p)) for p in phones]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        # The first failure is the run's: the other phones stop registering
+        # (rather than meeting a stopped server, unreported, afterwards).
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
-async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path, log_dir: Path,
-                  plaintext: bytes, tus_body: bytes) -> RunResult:
-    result = RunResult(spec, door=door)
+async def run_one(spec: RunSpec, *, door: str, backend: str, url: str | None, args, root: Path, log_dir: Path,
+                  plaintext: bytes, tus_body: bytes, services: Services | None) -> RunResult:
+    result = RunResult(spec, door=door, backend=backend)
     n = result.numbers
-    run_root = root / f"{spec.name}-{door}"
+    name = f"{spec.name}-{door}" + (f"-{backend}" if backend else "")
+    run_root = root / name
     server = None
+    backend_env: dict[str, str] = {}
     try:
         if url is None:
-            log_path = log_dir / f"server-{spec.name}-{door}.log"
+            log_path = log_dir / f"server-{name}.log"
             if door == "front":
                 server = FrontDoorServer(run_root, log_path, args.workers, args.threads, args.limit_overrides)
             elif door in TUS_DOORS:
                 server = TusServer(run_root, log_path, fsync=door == "tus-fsync")
             else:
                 server = Server(run_root, log_path, args.workers, args.threads)
+            if door in DOORS and backend != "embedded":
+                # A fresh database (and bucket prefix) for this server start.
+                backend_env = services.env(backend)
+                server.env.update(backend_env)
+                n["records"] = backend_env["WITNESS_DATABASE_URL"]
+                n["chunk_store"] = backend_env.get("WITNESS_CHUNK_STORE", "local files")
             server.start()
             keys = await server.wait_ready()
             host, port = "127.0.0.1", server.port
@@ -970,9 +1134,14 @@ async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path
             phases = [i * 0.2 / max(1, spec.phones) for i in range(spec.phones)]
 
         # CPU accounting over the measured part of the window.
+        # The PostgreSQL and SeaweedFS processes are not the server's: measured
+        # beside it (for the embedded backend and tus, none).
+        watch_services = services is not None and door in DOORS and backend in ("postgresql", "scaleout")
+
         async def snapshot_at(when: float) -> tuple:
             await asyncio.sleep(max(0.0, when - loop.time()))
-            return (loop.time(), time.process_time(), server.cpu_seconds() if server else {}, machine_ticks())
+            return (loop.time(), time.process_time(), server.cpu_seconds() if server else {}, machine_ticks(),
+                    services.cpu_seconds() if watch_services else {})
 
         snap_begin = asyncio.ensure_future(snapshot_at(measure_from))
         snap_end = asyncio.ensure_future(snapshot_at(stop))
@@ -1008,6 +1177,11 @@ async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path
                 part = role.split(" ")[0] if door == "front" else "node" if door in TUS_DOORS else "gunicorn"
                 parts[part] = parts.get(part, 0.0) + sum(values)
             n["server_cpu_by_part"] = {k: round(v, 3) for k, v in sorted(parts.items())}
+        # Each service's processes over the same window (backends started
+        # inside it, a new database connection's, count from zero).
+        n["services_cpu_cores"] = {
+            svc: sum(cpu - b[4].get(svc, {}).get(pid, 0) for pid, cpu in pids.items()) / window
+            for svc, pids in e[4].items()}
         busy = e[3][0] - b[3][0]
         steal = e[3][1] - b[3][1]
         total = e[3][2] - b[3][2]
@@ -1015,7 +1189,8 @@ async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path
         n["machine_steal_pct"] = 100 * steal / total if total else float("nan")
         # Whatever else ran meanwhile (other tenants, kernel threads), in cores.
         busy_cores = (busy / total) * (os.cpu_count() or 1) if total else float("nan")
-        n["other_cpu_cores"] = max(0.0, busy_cores - n["client_cpu_cores"] - n.get("server_cpu_cores", 0.0))
+        n["other_cpu_cores"] = max(0.0, busy_cores - n["client_cpu_cores"] - n.get("server_cpu_cores", 0.0)
+                                   - sum(n["services_cpu_cores"].values()))
 
         samples = [s for p in phones for s in p.samples]
         ok = [s for s in samples if s.acked]
@@ -1034,6 +1209,10 @@ async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path
             n["server_cpu_ms_per_ack"] = 1000 * n["server_cpu_cores"] / n["acked_per_s"]
             n["server_cpu_ms_per_ack_by_part"] = {
                 part: round(1000 * cores / n["acked_per_s"], 3) for part, cores in n["server_cpu_by_part"].items()}
+            n["services_cpu_ms_per_ack"] = {
+                svc: 1000 * cores / n["acked_per_s"] for svc, cores in n["services_cpu_cores"].items()}
+            # What a chunk costs this deployment: the server and its services.
+            n["total_cpu_ms_per_ack"] = n["server_cpu_ms_per_ack"] + sum(n["services_cpu_ms_per_ack"].values())
         n["duplicates_200"] = sum(1 for s in ok if s.status == 200)
         n["latency_ms"] = {
             "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
@@ -1074,6 +1253,8 @@ async def run_one(spec: RunSpec, *, door: str, url: str | None, args, root: Path
             server.cleanup()
             n["server_log"] = str(server.log_path)
             n["server_log_findings"] = scan_log(server.log_path, stop_offset, server.expected_workers())
+        if backend_env:
+            services.release(backend_env)
         shutil.rmtree(run_root, ignore_errors=True)
         if args.peer_dir:
             shutil.rmtree(Path(args.peer_dir) / "peer", ignore_errors=True)
@@ -1117,6 +1298,14 @@ def per_process(r: RunResult) -> str:
             f"{total('ingest master', 'launcher'):.2f}")
 
 
+def services_cell(r: RunResult) -> str:
+    """PostgreSQL's and SeaweedFS's CPU over the window, in cores."""
+    cores = r.numbers.get("services_cpu_cores")
+    if not cores:
+        return "—"
+    return " · ".join(f"{'PG' if svc == 'postgresql' else 'weed'} {v:.2f}" for svc, v in sorted(cores.items()))
+
+
 def log_summary(findings: dict | None) -> str:
     if findings is None:
         return "—"
@@ -1126,12 +1315,12 @@ def log_summary(findings: dict | None) -> str:
 
 def comparison(results: list[RunResult]) -> list[str]:
     """The "front door vs direct" table: per spec that ran on both doors."""
-    pairs: dict[str, dict[str, RunResult]] = {}
+    pairs: dict[tuple[str, str], dict[str, RunResult]] = {}
     for r in results:
         if "failure" not in r.numbers:
-            pairs.setdefault(r.spec.name, {})[r.door] = r
+            pairs.setdefault((r.spec.name, r.backend), {})[r.door] = r
     rows = []
-    for name, doors in pairs.items():
+    for (name, backend), doors in pairs.items():
         if "direct" not in doors or "front" not in doors:
             continue
         d, f = doors["direct"].numbers, doors["front"].numbers
@@ -1139,7 +1328,7 @@ def comparison(results: list[RunResult]) -> list[str]:
         dcpu, fcpu = d.get("server_cpu_ms_per_ack"), f.get("server_cpu_ms_per_ack")
         nginx = (f.get("server_cpu_ms_per_ack_by_part") or {}).get("nginx")
         rows.append(
-            f"| {name} | {fmt(d['acked_per_s'], 1)} | {fmt(f['acked_per_s'], 1)} "
+            f"| {name} | {backend} | {fmt(d['acked_per_s'], 1)} | {fmt(f['acked_per_s'], 1)} "
             f"| {fmt(ratio(f['acked_per_s'], d['acked_per_s']), 2)} "
             f"| {fmt(dp99, 1)} | {fmt(fp99, 1)} | {fmt(ratio(fp99, dp99), 2)} "
             f"| {fmt(dcpu, 2)} | {fmt(fcpu, 2)} | {fmt(ratio(fcpu, dcpu), 2)} | {fmt(nginx, 2)} "
@@ -1149,45 +1338,93 @@ def comparison(results: list[RunResult]) -> list[str]:
         return []
     return ["", "Front door vs direct (same spec, back to back; ratio = front ÷ direct; CPU = every process of "
             "the server over the measured window ÷ chunks acknowledged in it):", "",
-            "| run | acked/s direct | acked/s front | ratio front/direct | p99 ms direct | p99 ms front "
+            "| run | backend | acked/s direct | acked/s front | ratio front/direct | p99 ms direct | p99 ms front "
             "| p99 ratio | CPU ms/ack direct | CPU ms/ack front | CPU ratio | of which nginx ms/ack "
             "| errors direct / front | other CPU cores direct / front |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows]
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows]
 
 
 def tus_comparison(results: list[RunResult]) -> list[str]:
     """The "Witness Sync vs tus" table: per spec, every Witness door that ran
     against every tus door that ran."""
-    by_spec: dict[str, dict[str, RunResult]] = {}
+    by_spec: dict[str, dict[tuple[str, str], RunResult]] = {}
     for r in results:
         if "failure" not in r.numbers:
-            by_spec.setdefault(r.spec.name, {})[r.door] = r
+            by_spec.setdefault(r.spec.name, {})[(r.door, r.backend)] = r
     rows = []
-    for name, doors in by_spec.items():
-        for wdoor in DOORS:
+    for name, runs in by_spec.items():
+        witness = [key for key in runs if key[0] in DOORS]
+        for wkey in sorted(witness, key=lambda k: (DOORS.index(k[0]), BACKENDS.index(k[1]))):
             for tdoor in TUS_DOORS:
-                if wdoor not in doors or tdoor not in doors:
+                if (tdoor, "") not in runs:
                     continue
-                w, t = doors[wdoor].numbers, doors[tdoor].numbers
+                w, t = runs[wkey].numbers, runs[(tdoor, "")].numbers
                 wp99, tp99 = w["latency_ms"]["p99"], t["latency_ms"]["p99"]
                 wcpu, tcpu = w.get("server_cpu_ms_per_ack"), t.get("server_cpu_ms_per_ack")
+                wall = w.get("total_cpu_ms_per_ack")
                 rows.append(
-                    f"| {name} | {wdoor} | {tdoor} | {fmt(w['acked_per_s'], 1)} | {fmt(t['acked_per_s'], 1)} "
+                    f"| {name} | {wkey[0]} | {wkey[1]} | {tdoor} | {fmt(w['acked_per_s'], 1)} "
+                    f"| {fmt(t['acked_per_s'], 1)} "
                     f"| {fmt(ratio(w['acked_per_s'], t['acked_per_s']), 2)} "
                     f"| {fmt(wp99, 1)} | {fmt(tp99, 1)} | {fmt(ratio(wp99, tp99), 2)} "
-                    f"| {fmt(wcpu, 2)} | {fmt(tcpu, 2)} | {fmt(ratio(wcpu, tcpu), 2)} "
+                    f"| {fmt(wcpu, 2)} | {fmt(wall, 2)} | {fmt(tcpu, 2)} | {fmt(ratio(wall, tcpu), 2)} "
                     f"| {fmt(w.get('server_cpu_cores'), 2)} / {fmt(t.get('server_cpu_cores'), 2)} "
                     f"| {fmt(w.get('error_count'))} / {fmt(t.get('error_count'))} |")
     if not rows:
         return []
     return ["", "Witness Sync vs stock tus-node (same spec and load shape, back to back; ratio = Witness ÷ tus; "
-            "CPU = every process of the server over the measured window ÷ chunks acknowledged in it; "
+            "CPU = every process of the server over the measured window ÷ chunks acknowledged in it, and "
+            "for the PostgreSQL and scale-out backends also with their PostgreSQL and SeaweedFS processes "
+            "(\"incl. services\"; the CPU ratio uses that); "
             "tus = one Node.js process, tus-fsync = the same with an fsync of the upload file before each 204):",
             "",
-            "| run | Witness door | tus door | acked/s Witness | acked/s tus | ratio Witness/tus "
-            "| p99 ms Witness | p99 ms tus | p99 ratio | CPU ms/ack Witness | CPU ms/ack tus | CPU ratio "
-            "| server CPU cores Witness / tus | errors Witness / tus |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows]
+            "| run | Witness door | backend | tus door | acked/s Witness | acked/s tus | ratio Witness/tus "
+            "| p99 ms Witness | p99 ms tus | p99 ratio | CPU ms/ack Witness server | CPU ms/ack Witness incl. "
+            "services | CPU ms/ack tus | CPU ratio | server CPU cores Witness / tus | errors Witness / tus |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|", *rows]
+
+
+def backend_comparison(results: list[RunResult]) -> list[str]:
+    """The "backends" table: every Witness run, with its ratio to the same
+    door on the embedded backend, to the tus doors and to the physical peer,
+    and its CPU per acknowledged chunk split into the server's, PostgreSQL's
+    and SeaweedFS's."""
+    by_spec: dict[str, dict[tuple[str, str], RunResult]] = {}
+    for r in results:
+        if "failure" not in r.numbers:
+            by_spec.setdefault(r.spec.name, {})[(r.door, r.backend)] = r
+    if not any(key[1] not in ("", "embedded") for runs in by_spec.values() for key in runs):
+        return []
+    tus_ran = [d for d in TUS_DOORS if any((d, "") in runs for runs in by_spec.values())]
+    rows = []
+    for name, runs in by_spec.items():
+        witness = [key for key in runs if key[0] in DOORS]
+        for key in sorted(witness, key=lambda k: (DOORS.index(k[0]), BACKENDS.index(k[1]))):
+            n = runs[key].numbers
+            base = runs.get((key[0], "embedded"))
+            svc = n.get("services_cpu_ms_per_ack") or {}
+            cores = n.get("services_cpu_cores") or {}
+            vs_tus = " | ".join(
+                fmt(ratio(n["acked_per_s"], runs[(d, "")].numbers["acked_per_s"]) if (d, "") in runs else None, 2)
+                for d in tus_ran)
+            rows.append(
+                f"| {name} | {key[0]} | {key[1]} | {fmt(n['acked_per_s'], 1)} "
+                f"| {fmt(ratio(n['acked_per_s'], base.numbers['acked_per_s']) if base else None, 2)} "
+                + (f"| {vs_tus} " if tus_ran else "")
+                + f"| {fmt(n.get('ratio_to_peer'), 2)} | {fmt(n['latency_ms']['p99'], 1)} "
+                f"| {fmt(n.get('server_cpu_ms_per_ack'), 2)} | {fmt(svc.get('postgresql'), 2)} "
+                f"| {fmt(svc.get('seaweedfs'), 2)} | {fmt(n.get('total_cpu_ms_per_ack'), 2)} "
+                f"| {fmt(n.get('server_cpu_cores'), 2)} / {fmt(cores.get('postgresql'), 2)} "
+                f"/ {fmt(cores.get('seaweedfs'), 2)} | {fmt(n.get('error_count'))} |")
+    tus_heads = "".join(f"| ratio to {d} " for d in tus_ran)
+    return ["", "Backends (embedded = SQLite + chunk files; postgresql = records on PostgreSQL, chunks in files; "
+            "scaleout = PostgreSQL + S3 on SeaweedFS). CPU ms/ack: the server's processes, then PostgreSQL's "
+            "(postmaster and backends) and SeaweedFS's (`weed`) over the same window, each ÷ chunks acknowledged "
+            "in it; total = their sum. Ratios are acked/s ÷ the other run's acked/s in the same spec:", "",
+            f"| run | door | backend | acked/s | ratio to embedded {tus_heads}| ratio to peer | p99 ms "
+            "| CPU ms/ack server | CPU ms/ack PostgreSQL | CPU ms/ack SeaweedFS | CPU ms/ack total "
+            "| cores server / PostgreSQL / SeaweedFS | errors |",
+            "|---|---|---|---:|---:|" + "---:|" * len(tus_ran) + "---:|---:|---:|---:|---:|---:|---|---:|", *rows]
 
 
 def markdown(results: list[RunResult], meta: dict) -> str:
@@ -1197,6 +1434,12 @@ def markdown(results: list[RunResult], meta: dict) -> str:
                f"(first {meta['warmup']} s not measured), target {meta['target']}, "
                f"{meta['cpus']} CPUs, load generator and server on the same machine  ")
     out.append(f"load average (1/5/15 min) at start {meta['loadavg_before']}, at end {meta['loadavg_after']}")
+    if meta.get("backends") and any(d in DOORS for d in meta.get("doors", [])):
+        out.append("Witness backends: " + ", ".join(meta["backends"])
+                   + " (embedded = SQLite + chunk files in the data folder; postgresql = records on PostgreSQL, "
+                     "chunks in files; scaleout = records on PostgreSQL, chunks on S3); each server start on a "
+                     "fresh database / bucket prefix"
+                   + (f"; services: {meta['services']}" if meta.get("services") else "") + "  ")
     if meta.get("limit_overrides"):
         out.append("front door limits raised for this many phones from one address: "
                    + ", ".join(f"{k}={v}" for k, v in meta["limit_overrides"].items()))
@@ -1213,30 +1456,32 @@ def markdown(results: list[RunResult], meta: dict) -> str:
         out.append("(--url: the server's CPU is not measured; 'other CPU' below includes it, and the peer ran on "
                    "this machine's temporary folder, which may not be the server's disk)")
     out.append("")
-    out.append("| run | door | mode | phones | offered/s | sent/s | acked chunks/s | acked MB/s | p50 ms | p95 ms "
-               "| p99 ms | max ms | late sends | errors | peer chunks/s | ratio to peer |")
-    out.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| run | door | backend | mode | phones | offered/s | sent/s | acked chunks/s | acked MB/s | p50 ms "
+               "| p95 ms | p99 ms | max ms | late sends | errors | peer chunks/s | ratio to peer |")
+    out.append("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         n, s = r.numbers, r.spec
         lat = n.get("latency_ms", {})
         late = fmt(n.get("late_sends")) if s.mode == "paced" else "n/a"
         out.append(
-            f"| {s.name} | {r.door} | {s.mode} | {s.phones} | {fmt(n.get('offered_per_s'))} "
+            f"| {s.name} | {r.door} | {r.backend or '—'} | {s.mode} | {s.phones} | {fmt(n.get('offered_per_s'))} "
             f"| {fmt(n.get('sent_per_s'), 1)} "
             f"| {fmt(n.get('acked_per_s'), 1)} | {fmt(n.get('acked_mb_per_s'), 1)} | {fmt(lat.get('p50'), 1)} "
             f"| {fmt(lat.get('p95'), 1)} | {fmt(lat.get('p99'), 1)} | {fmt(lat.get('max'), 1)} | {late} "
             f"| {fmt(n.get('error_count'))} | {fmt(n.get('peer', {}).get('chunks_per_s'))} "
             f"| {fmt(n.get('ratio_to_peer'), 2)} |")
     out.append("")
-    out.append("| run | door | server CPU (cores) | CPU ms/ack | per process (cores) | client CPU (cores) "
+    out.append("| run | door | backend | server CPU (cores) | CPU ms/ack | per process (cores) "
+               "| PostgreSQL / SeaweedFS CPU (cores) | CPU ms/ack incl. services | client CPU (cores) "
                "| other CPU (cores) | machine busy % | steal % "
                "| send lag p99 ms | backlog at end | register s | reconnects | server log |")
-    out.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    out.append("|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         n, s = r.numbers, r.spec
         out.append(
-            f"| {s.name} | {r.door} | {fmt(n.get('server_cpu_cores'), 2)} | {fmt(n.get('server_cpu_ms_per_ack'), 2)} "
-            f"| {per_process(r)} "
+            f"| {s.name} | {r.door} | {r.backend or '—'} | {fmt(n.get('server_cpu_cores'), 2)} "
+            f"| {fmt(n.get('server_cpu_ms_per_ack'), 2)} | {per_process(r)} | {services_cell(r)} "
+            f"| {fmt(n.get('total_cpu_ms_per_ack'), 2) if n.get('services_cpu_cores') else '—'} "
             f"| {fmt(n.get('client_cpu_cores'), 2)} | {fmt(n.get('other_cpu_cores'), 2)} "
             f"| {fmt(n.get('machine_busy_pct'))} | {fmt(n.get('machine_steal_pct'), 1)} "
             f"| {fmt(n.get('send_lag_p99_ms'), 1) if s.mode == 'paced' else 'n/a'} "
@@ -1245,8 +1490,9 @@ def markdown(results: list[RunResult], meta: dict) -> str:
             f"| {log_summary(n.get('server_log_findings'))} |")
     out.extend(comparison(results))
     out.extend(tus_comparison(results))
-    errors = [(f"{r.spec.name} {r.door}", r.numbers.get("errors")) for r in results if r.numbers.get("errors")]
-    failures = [(f"{r.spec.name} {r.door}", r.numbers.get("failure")) for r in results if r.numbers.get("failure")]
+    out.extend(backend_comparison(results))
+    errors = [(f"{r.spec.name} {r.label}", r.numbers.get("errors")) for r in results if r.numbers.get("errors")]
+    failures = [(f"{r.spec.name} {r.label}", r.numbers.get("failure")) for r in results if r.numbers.get("failure")]
     if errors or failures:
         out.append("")
         out.append("Errors:")
@@ -1254,7 +1500,7 @@ def markdown(results: list[RunResult], meta: dict) -> str:
             out.append(f"- {name}: " + ", ".join(f"{k} ×{v}" for k, v in sorted(e.items())))
         for name, msg in failures:
             out.append(f"- {name}: run failed: {msg}")
-    statuses = [(f"{r.spec.name} {r.door}", r.numbers["server_log_findings"]["statuses"]) for r in results
+    statuses = [(f"{r.spec.name} {r.label}", r.numbers["server_log_findings"]["statuses"]) for r in results
                 if r.numbers.get("server_log_findings", {}).get("statuses")]
     if statuses:
         out.append("")
@@ -1262,7 +1508,7 @@ def markdown(results: list[RunResult], meta: dict) -> str:
                    "by status: "
                    + "; ".join(f"{name}: " + ", ".join(f"{k} ×{v:,}" for k, v in sorted(st.items()))
                                for name, st in statuses))
-    findings = [(f"{r.spec.name} {r.door}", r.numbers["server_log_findings"]) for r in results
+    findings = [(f"{r.spec.name} {r.label}", r.numbers["server_log_findings"]) for r in results
                 if r.numbers.get("server_log_findings", {}).get("samples")]
     if findings:
         out.append("")
@@ -1313,6 +1559,22 @@ def door_list(text: str) -> list[str]:
     return doors
 
 
+def backend_list(text: str) -> list[str]:
+    """`--backend`: one backend or a comma list of them, in order."""
+    backends: list[str] = []
+    for word in (w.strip() for w in text.split(",")):
+        if not word:
+            continue
+        if word not in BACKENDS:
+            raise argparse.ArgumentTypeError(f"unknown backend {word!r}: choose from {', '.join(BACKENDS)}, "
+                                             "or a comma list")
+        if word not in backends:
+            backends.append(word)
+    if not backends:
+        raise argparse.ArgumentTypeError("--backend needs at least one backend")
+    return backends
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Chunk-ingest benchmark for Witness Sync (see module docstring).")
     p.add_argument("--paced", type=int_list, default=[50, 200, 500],
@@ -1331,6 +1593,13 @@ def parse_args(argv=None):
                         "one Node process), tus-fsync = the same with an fsync before every PATCH's 204; "
                         "both = direct,front (default); a comma list (e.g. front,tus,tus-fsync) runs each spec "
                         "on each door back to back, the order alternating from spec to spec")
+    p.add_argument("--backend", type=backend_list,
+                   help="where the Witness doors keep records and chunks: embedded = SQLite + chunk files "
+                        "(default), postgresql = records on a throwaway PostgreSQL cluster, chunks in files, "
+                        "scaleout = PostgreSQL + S3 on a throwaway SeaweedFS; a comma list runs each Witness "
+                        "door on each backend, back to back with the other doors (tus doors run once per spec); "
+                        "the services start once per benchmark, each server start gets a fresh database and "
+                        "bucket prefix")
     p.add_argument("--workers", type=int, help="WITNESS_WORKERS for the started server, the front door's ingest "
                    "pool likewise (default: gunicorn.conf.py's, min(4, CPUs + 1))")
     p.add_argument("--threads", type=int, help="WITNESS_THREADS likewise (default: gunicorn.conf.py's, 8)")
@@ -1343,7 +1612,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.url and args.door:
         p.error("--door starts servers; --url benchmarks one already running: give one or the other")
+    if args.url and args.backend:
+        p.error("--backend chooses what the started servers use; --url benchmarks one already running")
     args.doors = ["url"] if args.url else (args.door or list(DOORS))
+    args.backends = args.backend or ["embedded"]
+    if not any(d in DOORS for d in args.doors):
+        args.backends = ["embedded"]      # only tus doors: no Witness server to point anywhere
     # Both doors get the same ingest pool: the values gunicorn.conf.py would
     # pick (server/frontdoor.py picks the same), set explicitly for both.
     args.workers = args.workers or min(4, (os.cpu_count() or 1) + 1)
@@ -1367,6 +1641,41 @@ def parse_args(argv=None):
     return args
 
 
+async def run_all(specs: list[RunSpec], configurations: list[tuple[str, str]], args, root: Path,
+                  log_dir: Path, plaintext: bytes, tus_body: bytes, services: Services,
+                  results: list[RunResult], hard_deadline: float) -> None:
+    for number, spec in enumerate(specs):
+        # Every door (and backend) of a spec back to back, the order
+        # alternating from spec to spec, so that a drifting machine does not
+        # favour one of them.
+        order = configurations if number % 2 == 0 else list(reversed(configurations))
+        for door, backend in order:
+            label = f"{door}/{backend}" if backend else door
+            remaining = hard_deadline - time.monotonic()
+            if remaining < spec.seconds + 10:
+                print(f"# skipped {spec.name} {label}: --max-total reached", file=sys.stderr)
+                continue
+            print(f"# {spec.name} {label}: {spec.phones} phones, {spec.mode}, {spec.seconds:g} s ...",
+                  file=sys.stderr, flush=True)
+            try:
+                result = await asyncio.wait_for(
+                    run_one(spec, door=door, backend=backend, url=args.url, args=args, root=root,
+                            log_dir=log_dir, plaintext=plaintext, tus_body=tus_body, services=services),
+                    timeout=min(remaining, HARD_CAP_SECONDS_PER_RUN))
+            except Exception as exc:  # report and go on with the next run
+                result = RunResult(spec, {"failure": f"{type(exc).__name__}: {exc}"}, door=door, backend=backend)
+            results.append(result)
+            n = result.numbers
+            if "failure" in n:
+                print(f"#   failed: {n['failure']}", file=sys.stderr, flush=True)
+            else:
+                cpu = n.get("server_cpu_ms_per_ack")
+                total = n.get("total_cpu_ms_per_ack") if n.get("services_cpu_cores") else None
+                print(f"#   acked {n['acked_per_s']:.1f}/s p99 {n['latency_ms']['p99']:.1f} ms errors {n['error_count']}"
+                      + (f" server CPU {cpu:.2f} ms/ack" if cpu else "")
+                      + (f" ({total:.2f} with PostgreSQL/SeaweedFS)" if total else ""), file=sys.stderr, flush=True)
+
+
 async def main_async(args) -> int:
     specs = [RunSpec(f"paced-{n}", "paced", n, args.seconds, args.warmup) for n in args.paced]
     specs += [RunSpec(f"sat-{n}", "saturation", n, args.seconds, args.warmup) for n in args.saturation]
@@ -1381,32 +1690,21 @@ async def main_async(args) -> int:
     version_before = code_version()
     hard_deadline = time.monotonic() + args.max_total
     loadavg_before = load_average()
-    for number, spec in enumerate(specs):
-        # Every door of a spec back to back, the order alternating from spec
-        # to spec, so that a drifting machine does not favour one door.
-        doors = args.doors if number % 2 == 0 else list(reversed(args.doors))
-        for door in doors:
-            remaining = hard_deadline - time.monotonic()
-            if remaining < spec.seconds + 10:
-                print(f"# skipped {spec.name} {door}: --max-total reached", file=sys.stderr)
-                continue
-            print(f"# {spec.name} {door}: {spec.phones} phones, {spec.mode}, {spec.seconds:g} s ...",
-                  file=sys.stderr, flush=True)
-            try:
-                result = await asyncio.wait_for(
-                    run_one(spec, door=door, url=args.url, args=args, root=root, log_dir=log_dir,
-                            plaintext=plaintext, tus_body=tus_body),
-                    timeout=min(remaining, HARD_CAP_SECONDS_PER_RUN))
-            except Exception as exc:  # report and go on with the next run
-                result = RunResult(spec, {"failure": f"{type(exc).__name__}: {exc}"}, door=door)
-            results.append(result)
-            n = result.numbers
-            if "failure" in n:
-                print(f"#   failed: {n['failure']}", file=sys.stderr, flush=True)
-            else:
-                cpu = n.get("server_cpu_ms_per_ack")
-                print(f"#   acked {n['acked_per_s']:.1f}/s p99 {n['latency_ms']['p99']:.1f} ms errors {n['error_count']}"
-                      + (f" server CPU {cpu:.2f} ms/ack" if cpu else ""), file=sys.stderr, flush=True)
+    # Every Witness door on every backend; tus doors once (they have none).
+    configurations = [(door, backend if door in DOORS else "")
+                      for door in args.doors
+                      for backend in (args.backends if door in DOORS else [""])]
+    # PostgreSQL and SeaweedFS, once for the whole benchmark, before any run
+    # is timed; stopped whatever happens (error, Ctrl-C, SIGTERM).
+    services = Services([] if args.url else args.backends, root, log_dir)
+    try:
+        if services.needed:
+            services.start()
+        services_text = services.describe()
+        await run_all(specs, configurations, args, root, log_dir, plaintext, tus_body, services, results,
+                      hard_deadline)
+    finally:
+        services.stop()
     pool = f"WITNESS_WORKERS={args.workers}, WITNESS_THREADS={args.threads}"
     targets = {
         "direct": f"`gunicorn wsgi:app` (gunicorn.conf.py, {pool})",
@@ -1423,6 +1721,8 @@ async def main_async(args) -> int:
         "cpus": os.cpu_count(),
         "external": bool(args.url),
         "doors": args.doors,
+        "backends": args.backends if not args.url else [],
+        "services": services_text,
         "loadavg_before": loadavg_before, "loadavg_after": load_average(),
         "limit_overrides": args.limit_overrides,
         "tus": " + ".join(f"{k} {v}" for k, v in versions.items()),
@@ -1435,7 +1735,8 @@ async def main_async(args) -> int:
         print(f"\nServer logs: {log_dir}", file=sys.stderr)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(
-            {"meta": meta, "runs": [{"spec": r.spec.__dict__, "door": r.door, **r.numbers} for r in results]},
+            {"meta": meta, "runs": [{"spec": r.spec.__dict__, "door": r.door, "backend": r.backend, **r.numbers}
+                              for r in results]},
             indent=2, default=str))
     # Data folders are removed per run; only the logs stay.
     for child in root.iterdir():
@@ -1475,7 +1776,18 @@ def code_version() -> tuple[str, str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return asyncio.run(main_async(args))
+
+    # SIGTERM as Ctrl-C: the runs' `finally` stop their server and main_async's
+    # stops PostgreSQL and SeaweedFS before the bench exits.
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        return asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        print("# interrupted: servers and services stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
