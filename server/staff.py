@@ -49,8 +49,8 @@ def manifest(recording_id: str):
     """The exact signed manifest bytes (latest, or `?version=n`)."""
     row = retrieval.manifest_for(archive(), g.viewer, path_recording_id(recording_id), query_positive_int("version"),
                                  part="manifest")
-    return Response(row["body"], mimetype="application/json",
-                    headers={"Witness-Manifest-Version": str(row["version"]), "ETag": f'"{row["sha256"]}"'})
+    return Response(row.body, mimetype="application/json",
+                    headers={"Witness-Manifest-Version": str(row.version), "ETag": f'"{row.sha256}"'})
 
 
 @bp.get("/v1/recordings/<recording_id>/manifest.sig")
@@ -79,19 +79,23 @@ _TIME_STAMPS = {"builtin": ("timestamp", "tsr"), "external": ("external_timestam
 def _manifest_part(recording_id: str, part: str, field: str, mimetype: str) -> Response:
     row = retrieval.manifest_for(archive(), g.viewer, path_recording_id(recording_id), query_positive_int("version"),
                                  part=part)
-    return Response(row[field], mimetype=mimetype, headers={"Witness-Manifest-Version": str(row["version"])})
+    return Response(getattr(row, field), mimetype=mimetype, headers={"Witness-Manifest-Version": str(row.version)})
 
 
 @bp.get("/v1/recordings/<recording_id>/media")
 @require_role(*STAFF_ROLES, console_cookie=True)
 def media(recording_id: str):
     """The decrypted footage as held so far; honours a single `Range`."""
-    view = retrieval.footage_view(archive(), g.viewer, path_recording_id(recording_id))
-    wanted = requested_range(view.size, view.etag)
+    def pick(size: int, etag: str) -> tuple[int, int]:
+        chosen = requested_range(size, etag)
+        return chosen.start, chosen.end
+
+    view = retrieval.footage_view(archive(), g.viewer, path_recording_id(recording_id), pick)
+    wanted = requested_range(view.size, view.etag)  # the same answer pick gave, for its headers
     headers = {**wanted.headers(), "ETag": view.etag, "Cache-Control": "private, no-store"}
     if request.method == "HEAD":  # headers only: nothing is streamed, nothing audited
         return Response(status=wanted.status, content_type=view.content_type, headers=headers)
-    pieces = retrieval.stream_footage(archive(), g.viewer, view, wanted.start, wanted.end, partial=wanted.partial)
+    pieces = retrieval.stream_footage(archive(), g.viewer, view, partial=wanted.partial)
     # Decrypt the first piece before the headers go out, so a damaged chunk
     # there is still a JSON error. Damage found later can only cut the body
     # short of its Content-Length, which every HTTP client reports as an error.

@@ -40,6 +40,7 @@ from ..evidence.layout import (
     top_folder,
 )
 from ..evidence.manifest import read_manifest
+from ..records.rows import Chunk, CopyRequest, Manifest, Organisation, Recording
 from ..timefmt import format_time
 from . import accounts
 from .footage import FootageDamaged, iter_chunk_plaintexts
@@ -62,27 +63,30 @@ class BundleFacts:
     built_at: str
 
 
-def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
-    """Write the bundle of a copy request (a `copy_requests` row) to `path`.
+def write_bundle(archive: Archive, request: CopyRequest, path: Path) -> BundleFacts:
+    """Write the bundle of a copy request to `path`.
     Raises `BundleFailed` when the newest manifest's chunks are no longer all
     held intact (the next manifest version will list the gap; approve again
     after it is made)."""
-    recording_id = request["recording_id"]
-    db = archive.database
-    recording = db.one("SELECT * FROM recordings WHERE id = ?", [recording_id])
-    manifests = db.query("SELECT * FROM manifests WHERE recording_id = ? ORDER BY version", [recording_id])
+    if not isinstance(request, CopyRequest):
+        request = CopyRequest.of(request)
+    recording_id = request.recording_id
+    with archive.database.snapshot() as db:
+        recording = db.fetch_one(Recording, "SELECT * FROM recordings WHERE id = ?", [recording_id])
+        manifests = db.fetch(Manifest, "SELECT * FROM manifests WHERE recording_id = ? ORDER BY version",
+                             [recording_id])
+        held = db.fetch(Chunk, "SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id])
     if recording is None or not manifests:
         raise BundleFailed("the recording has no manifest yet")
     latest = manifests[-1]
-    manifest = read_manifest(bytes(latest["body"]), latest["version"], "the newest manifest")
+    manifest = read_manifest(latest.body, latest.version, "the newest manifest")
     wanted = {(chunk["index"], chunk["sha256"]) for chunk in manifest["chunks"]}
-    rows = [row for row in db.query("SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id])
-            if (row["idx"], row["sha256"]) in wanted]
+    rows = [row for row in held if (row.idx, row.sha256) in wanted]
     if len(rows) != len(wanted):
-        raise BundleFailed(f"{len(wanted) - len(rows)} chunk(s) listed in manifest version {latest['version']} are "
+        raise BundleFailed(f"{len(wanted) - len(rows)} chunk(s) listed in manifest version {latest.version} are "
                            "no longer held; approve again once the recording is finalized anew")
     built_at = archive.now()
-    folder = top_folder(request["id"])
+    folder = top_folder(request.id)
     external_chain = _external_chain(archive, manifests)
     files: list[ListedFile] = []
 
@@ -94,7 +98,7 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
             zf.writestr(info, data)
             files.append(ListedFile(name, len(data), hashlib.sha256(data).hexdigest()))
 
-        footage = footage_name(recording["content_type"])
+        footage = footage_name(recording.content_type)
         footage_hash, footage_size = hashlib.sha256(), 0
         info = zipfile.ZipInfo(f"{folder}/{footage}", date_time=_zip_time(built_at))
         info.external_attr = 0o644 << 16
@@ -108,23 +112,23 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
         except FootageDamaged as exc:
             raise BundleFailed(f"{exc}; approve again once the recording is finalized anew") from exc
         if (footage_size, footage_hash.hexdigest()) != (manifest["footage"]["size"], manifest["footage"]["sha256"]):
-            raise BundleFailed(f"the footage no longer matches manifest version {latest['version']}")
+            raise BundleFailed(f"the footage no longer matches manifest version {latest.version}")
         files.append(ListedFile(footage, footage_size, footage_hash.hexdigest()))
 
         stamps = []
         for row in manifests:
-            version = row["version"]
-            add(manifest_member(version, "manifest.json"), bytes(row["body"]), compress=True)
-            add(manifest_member(version, "manifest.sig"), bytes(row["signature"]))
-            if row["tsr"] is None:
+            version = row.version
+            add(manifest_member(version, "manifest.json"), row.body, compress=True)
+            add(manifest_member(version, "manifest.sig"), row.signature)
+            if row.tsr is None:
                 raise BundleFailed(f"manifest version {version} has no time-stamp token yet (made before the "
                                    "server had a TSA); the scheduler back-fills it at start-up")
-            add(manifest_member(version, "manifest.tsr"), bytes(row["tsr"]))
-            external = row.get("external_tsr") if external_chain is not None else None
+            add(manifest_member(version, "manifest.tsr"), row.tsr)
+            external = row.external_tsr if external_chain is not None else None
             if external is not None:
-                add(manifest_member(version, "manifest.external.tsr"), bytes(external))
-            stamps.append({"version": version, "sha256": row["sha256"], "state": row["state"],
-                           "finalized_at": row["created_at"], "time_stamped_at": format_time(token_time(bytes(row["tsr"]))),
+                add(manifest_member(version, "manifest.external.tsr"), external)
+            stamps.append({"version": version, "sha256": row.sha256, "state": row.state,
+                           "finalized_at": row.created_at, "time_stamped_at": format_time(token_time(row.tsr)),
                            "external": external is not None})
         add(SIGNING_KEY, public_key_pem(archive.keys.signing_private.public_key()).encode("ascii"))
         add(TSA_CHAIN, archive.keys.tsa.chain_pem().encode("ascii"))
@@ -135,7 +139,7 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
         info = zipfile.ZipInfo(f"{folder}/{CUSTODY_LOG}", date_time=_zip_time(built_at))
         info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
         with zf.open(info, "w", force_zip64=True) as out:
-            for entry in _custody_entries(archive, recording_id, request["id"]):
+            for entry in _custody_entries(archive, recording_id, request.id):
                 line = custody_line(entry)
                 out.write(line)
                 log_hash.update(line)
@@ -146,7 +150,9 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
         log_token = time_stamp(archive.keys.tsa, log_hash.digest(), at=archive.clock())
         add(CUSTODY_LOG_TOKEN, log_token)
 
-        organisation = accounts.organisation(archive, request["organisation_id"])
+        organisation = accounts.organisation(archive, request.organisation_id)
+        if not isinstance(organisation, Organisation):
+            organisation = Organisation.of(organisation)
         facts = {
             "request": request, "recording": recording, "manifest": manifest, "stamps": stamps,
             "footage": footage, "organisation": organisation, "built_at": built_at,
@@ -158,19 +164,19 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
         add(VERIFY_GUIDE, verify_text(facts).encode("utf-8"), compress=True)
 
         index = build_index(
-            request_id=request["id"],
+            request_id=request.id,
             recording_id=recording_id,
-            organisation_slug=organisation["slug"],
-            organisation_name=organisation["name"],
-            case_reference=request["case_reference"],
-            purpose=request["purpose"],
-            requested_by=request["requested_by"],
-            requested_at=request["created_at"],
-            approved_by=request["decided_by"],
-            approved_at=request["decided_at"],
-            approval_reason=request["decision_reason"],
+            organisation_slug=organisation.slug,
+            organisation_name=organisation.name,
+            case_reference=request.case_reference,
+            purpose=request.purpose,
+            requested_by=request.requested_by,
+            requested_at=request.created_at,
+            approved_by=request.decided_by,
+            approved_at=request.decided_at,
+            approval_reason=request.decision_reason,
             built_at=built_at,
-            manifest_version=latest["version"],
+            manifest_version=latest.version,
             footage=footage,
             signing_key_id=archive.keys.signing_key_id,
             files=files,
@@ -185,15 +191,15 @@ def write_bundle(archive: Archive, request: dict, path: Path) -> BundleFacts:
     with open(path, "rb") as built:
         for block in iter(lambda: built.read(1 << 20), b""):
             zip_hash.update(block)
-    return BundleFacts(size=path.stat().st_size, sha256=zip_hash.hexdigest(), manifest_version=latest["version"],
+    return BundleFacts(size=path.stat().st_size, sha256=zip_hash.hexdigest(), manifest_version=latest.version,
                        footage_sha256=footage_hash.hexdigest(), built_at=built_at)
 
 
-def _external_chain(archive: Archive, manifests: list[dict]) -> bytes | None:
+def _external_chain(archive: Archive, manifests: list[Manifest]) -> bytes | None:
     """The external TSA's certificates, when any manifest has its token and
     the operator's CA file is readable (without it the tokens could not be
     checked, so they are left out rather than shipped unverifiable)."""
-    if not any(row.get("external_tsr") is not None for row in manifests):
+    if not any(row.external_tsr is not None for row in manifests):
         return None
     ca_file = archive.settings.tsa_ca_file
     if ca_file is None:
@@ -267,8 +273,8 @@ def certification_text(facts: dict) -> str:
                 "(`manifest.external.tsr`, chain in `external-tsa-chain.pem`).") if facts["external"] else ""
     return f"""# Certification of a copy of electronic records
 
-Prepared automatically by the Witness Sync server of **{organisation['name']}** on {facts['built_at']}
-for copy request `{request['id']}`. It states what was copied and how. The last section is a
+Prepared automatically by the Witness Sync server of **{organisation.name}** on {facts['built_at']}
+for copy request `{request.id}`. It states what was copied and how. The last section is a
 certification for a custodian or other qualified person to complete and sign; it is written so it can
 be adapted into a certification under US Federal Rules of Evidence 902(14) (data copied from an
 electronic device, storage medium or file, authenticated by a process of digital identification) and
@@ -276,13 +282,13 @@ electronic device, storage medium or file, authenticated by a process of digital
 
 ## What was copied
 
-- Recording: `{recording['id']}`
-- Recording device: pseudonymous id `{recording['device_id']}` (the service keeps no name, phone number
+- Recording: `{recording.id}`
+- Recording device: pseudonymous id `{recording.device_id}` (the service keeps no name, phone number
   or network address of the person who recorded)
-- Media type: {recording['content_type']}; footage file in this copy: `{facts['footage']}`
+- Media type: {recording.content_type}; footage file in this copy: `{facts['footage']}`
 - Footage size: {manifest['footage']['size']} bytes
 - Footage SHA-256: `{manifest['footage']['sha256']}`
-- Recording started (device clock): {recording['started_at']}
+- Recording started (device clock): {recording.started_at}
 - First piece received by the server: {manifest['first_received_at']}
 - Last piece received by the server: {manifest['last_received_at']}
 - State when last finalized: **{manifest['state']}**{why}
@@ -300,10 +306,10 @@ under RFC 3161 by the server's time-stamping authority):{external}
 
 ## Who asked, who approved
 
-- Case reference: {request['case_reference']}
-- Purpose: {request['purpose']}
-- Requested by `{request['requested_by']}` on {request['created_at']}
-- Approved by `{request['decided_by']}` on {request['decided_at']}{f": {request['decision_reason']}" if request['decision_reason'] else ''}
+- Case reference: {request.case_reference}
+- Purpose: {request.purpose}
+- Requested by `{request.requested_by}` on {request.created_at}
+- Approved by `{request.decided_by}` on {request.decided_at}{f": {request.decision_reason}" if request.decision_reason else ''}
 
 ## The process that produced these records
 
@@ -342,12 +348,12 @@ The file `{facts['footage']}` in this copy is identified by its SHA-256 hash val
 
 I, [full name], certify:
 
-1. I am [title] of {organisation['name']} [or: a person qualified by my knowledge of the system
+1. I am [title] of {organisation.name} [or: a person qualified by my knowledge of the system
    described above], and I am familiar with how the Witness Sync service receives, stores and copies
    recordings.
 2. The records in this copy were made at or near the time of the events they show, by, or from
    information transmitted by, the recording device; they were kept in the course of
-   {organisation['name']}'s regularly conducted activity of preserving witness recordings, and making
+   {organisation.name}'s regularly conducted activity of preserving witness recordings, and making
    and keeping them was a regular practice of that activity.
 3. The copy was produced by the process described above, which produces an accurate result. I
    confirmed that the SHA-256 hash value of `{facts['footage']}` is

@@ -17,6 +17,7 @@ from crypto.tsa import time_stamp
 from ..archive import Archive
 from ..errors import NotFound, NotReady
 from ..evidence.manifest import ManifestChunk, build_manifest
+from ..records.rows import Chunk, Manifest, Recording
 from ..timefmt import format_time, parse_time
 from . import audit
 from .footage import iter_chunk_plaintexts
@@ -94,14 +95,14 @@ def finalize_recording(archive: Archive, recording_id: str) -> int | None:
     taking that chunk out of the records, so the next attempt signs the gap.
     """
     with archive.database.snapshot() as db:
-        recording = db.one("SELECT * FROM recordings WHERE id = ?", [recording_id])
+        recording = db.fetch_one(Recording, "SELECT * FROM recordings WHERE id = ?", [recording_id])
         if recording is None:
             raise NotFound("No such recording.")
-        rows = list(db.query("SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id]))
+        rows = db.fetch(Chunk, "SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id])
         previous = db.one("SELECT version, sha256 FROM manifests WHERE recording_id = ? ORDER BY version DESC LIMIT 1",
                           [recording_id])
-    generation = recording["generation"]
-    if recording["finalized_generation"] == generation:
+    generation = recording.generation
+    if recording.finalized_generation == generation:
         return None
 
     footage_hash, footage_size = hashlib.sha256(), 0
@@ -109,9 +110,9 @@ def finalize_recording(archive: Archive, recording_id: str) -> int | None:
         footage_hash.update(plaintext)
         footage_size += len(plaintext)
 
-    received = index_ranges(row["idx"] for row in rows)
-    gaps = missing_ranges(received, recording["final_index"])
-    complete = recording["final_index"] is not None and not gaps and len(rows) == recording["final_index"] + 1
+    received = index_ranges(row.idx for row in rows)
+    gaps = missing_ranges(received, recording.final_index)
+    complete = recording.final_index is not None and not gaps and len(rows) == recording.final_index + 1
     state = "complete" if complete else "interrupted"
 
     # Built, signed and time-stamped before the write transaction, which
@@ -123,18 +124,18 @@ def finalize_recording(archive: Archive, recording_id: str) -> int | None:
         version=version,
         previous_sha256=previous["sha256"] if previous else None,
         recording_id=recording_id,
-        device_id=recording["device_id"],
-        content_type=recording["content_type"],
+        device_id=recording.device_id,
+        content_type=recording.content_type,
         state=state,
-        started_at=recording["started_at"],
-        first_received_at=recording["first_received_at"],
-        last_received_at=recording["last_received_at"],
+        started_at=recording.started_at,
+        first_received_at=recording.first_received_at,
+        last_received_at=recording.last_received_at,
         finalized_at=now,
-        final_index=recording["final_index"],
-        chunks=[ManifestChunk(index=row["idx"], size=row["size"], sha256=row["sha256"],
-                              ciphertext_size=row["ciphertext_size"],
-                              ciphertext_sha256=row["ciphertext_sha256"], received_at=row["received_at"],
-                              captured_at=row["captured_at"], device_signature=row["device_signature"])
+        final_index=recording.final_index,
+        chunks=[ManifestChunk(index=row.idx, size=row.size, sha256=row.sha256,
+                              ciphertext_size=row.ciphertext_size,
+                              ciphertext_sha256=row.ciphertext_sha256, received_at=row.received_at,
+                              captured_at=row.captured_at, device_signature=row.device_signature)
                 for row in rows],
         gaps=gaps,
         footage_size=footage_size,
@@ -148,7 +149,7 @@ def finalize_recording(archive: Archive, recording_id: str) -> int | None:
 
     with archive.database.transaction() as db:
         current = db.one("SELECT generation, manifest_version FROM recordings WHERE id = ?", [recording_id])
-        if current["generation"] != generation or current["manifest_version"] != recording["manifest_version"]:
+        if current["generation"] != generation or current["manifest_version"] != recording.manifest_version:
             return None  # a chunk (or another finalizer) came in between: due again, built again
         db.insert("manifests", {
             "recording_id": recording_id, "version": version, "state": state, "body": body,
@@ -172,8 +173,8 @@ def manifest_versions(archive: Archive, recording_id: str) -> list[dict]:
 
 
 def signed_manifest(archive: Archive, recording_id: str, version: int | None = None, *,
-                    organisation_id: int | None = None) -> dict:
-    """The manifest row (`body`, `signature`, `sha256`, `version`) of the
+                    organisation_id: int | None = None) -> Manifest:
+    """The manifest row (`body`, `signature`, `sha256`, `version`, ...) of the
     given or the latest version. Raises `NotFound` for an unknown version and
     `NotReady` while the recording has no manifest yet; `NotFound` for an
     unknown recording too, or one of another organisation than
@@ -182,18 +183,15 @@ def signed_manifest(archive: Archive, recording_id: str, version: int | None = N
     if owner is None or (organisation_id is not None and owner["organisation_id"] != organisation_id):
         raise NotFound("No such recording.")
     if version is None:
-        row = archive.database.one(
-            "SELECT * FROM manifests WHERE recording_id = ? ORDER BY version DESC LIMIT 1", [recording_id])
+        row = archive.database.fetch_one(
+            Manifest, "SELECT * FROM manifests WHERE recording_id = ? ORDER BY version DESC LIMIT 1", [recording_id])
         if row is None:
             raise NotReady("This recording has not been finalized yet; it will be when it completes or goes idle.")
     else:
-        row = archive.database.one(
-            "SELECT * FROM manifests WHERE recording_id = ? AND version = ?", [recording_id, version])
+        row = archive.database.fetch_one(
+            Manifest, "SELECT * FROM manifests WHERE recording_id = ? AND version = ?", [recording_id, version])
         if row is None:
             raise NotFound(f"This recording has no manifest version {version}.")
-    return {"version": row["version"], "body": bytes(row["body"]), "signature": bytes(row["signature"]),
-            "sha256": row["sha256"], "state": row["state"],
-            "tsr": bytes(row["tsr"]) if row["tsr"] is not None else None,
-            "external_tsr": bytes(row["external_tsr"]) if row["external_tsr"] is not None else None}
+    return row
 
 

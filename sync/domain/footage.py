@@ -5,13 +5,15 @@ stays flat however long the recording; plaintext is never written to disk."""
 from __future__ import annotations
 
 import hashlib
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 from crypto import InvalidEvidence
 from crypto.aead import decrypt_chunk, open_content_key
 
 from ..archive import Archive
 from ..errors import NotFound
+from ..records.rows import Chunk, Recording
 from .ingest import chunk_file_name
 from .reconcile import forget_chunk
 
@@ -20,13 +22,13 @@ class FootageDamaged(Exception):
     """A stored chunk no longer matches its record (disk damage or tampering).
     `recording_id` and `row` name the chunk."""
 
-    def __init__(self, message: str, recording_id: str, row: dict):
+    def __init__(self, message: str, recording_id: str, row: Chunk):
         super().__init__(message)
         self.recording_id, self.row = recording_id, row
 
 
-def iter_chunk_plaintexts(archive: Archive, recording: dict, chunk_rows: list[dict], *,
-                          check_hash: bool = True) -> Iterator[tuple[dict, bytes]]:
+def iter_chunk_plaintexts(archive: Archive, recording: Recording, chunk_rows: Iterable[Chunk], *,
+                          check_hash: bool = True) -> Iterator[tuple[Chunk, bytes]]:
     """Yield `(row, plaintext)` for each chunk row in the order given, reading
     and decrypting one chunk at a time.
 
@@ -39,52 +41,79 @@ def iter_chunk_plaintexts(archive: Archive, recording: dict, chunk_rows: list[di
     the records (file quarantined, hashes audited), so bytes that no longer
     match their receipt are never served or signed, status shows the chunk
     missing for the phone to re-send, and the next manifest lists the gap."""
-    key = open_content_key(archive.keys.hpke_private, recording["id"], bytes(recording["sealed_key"]))
+    key = open_content_key(archive.keys.hpke_private, recording.id, recording.sealed_key)
     for row in chunk_rows:
-        name = chunk_file_name(row["idx"], row["ciphertext_sha256"])
+        name = chunk_file_name(row.idx, row.ciphertext_sha256)
         # Only proven damage counts: the file is gone, has another size, or
         # fails its tag or hash. Any other OSError (EMFILE, EIO) may pass, so
         # it is raised as it is and the chunk stays in the records.
         try:
-            with archive.chunks.open(recording["id"], name) as stored:
+            with archive.chunks.open(recording.id, name) as stored:
                 ciphertext = stored.read()
         except FileNotFoundError:
             ciphertext = None
-        intact = ciphertext is not None and len(ciphertext) == row["ciphertext_size"]
+        intact = ciphertext is not None and len(ciphertext) == row.ciphertext_size
         if intact:
             try:
-                plaintext = decrypt_chunk(key, recording["id"], row["idx"], ciphertext, final=bool(row["final"]))
-                intact = not check_hash or hashlib.sha256(plaintext).hexdigest() == row["sha256"]
+                plaintext = decrypt_chunk(key, recording.id, row.idx, ciphertext, final=bool(row.final))
+                intact = not check_hash or hashlib.sha256(plaintext).hexdigest() == row.sha256
             except InvalidEvidence:
                 intact = False
         if not intact:
-            forget_chunk(archive, recording["id"], row, action="chunk.damaged")
-            raise FootageDamaged(f"chunk {row['idx']} of recording {recording['id']} is missing or damaged; "
-                                 "it was quarantined and taken out of the records", recording["id"], row)
+            forget_chunk(archive, recording.id, row, action="chunk.damaged")
+            raise FootageDamaged(f"chunk {row.idx} of recording {recording.id} is missing or damaged; "
+                                 "it was quarantined and taken out of the records", recording.id, row)
         yield row, plaintext
 
 
-def footage_layout(archive: Archive, recording_id: str) -> tuple[dict, list[dict], int]:
-    """`(recording, chunk rows, total footage size)` as of now, read
-    consistently. Raises `NotFound` for an unknown recording."""
+@dataclass(frozen=True)
+class FootageSlice:
+    """Bytes `start..end` (inclusive) of a recording's footage as held at one
+    moment, `size` bytes in all (`end < start` when the footage is empty):
+    the chunks that overlap the range, each with its offset in the footage."""
+
+    recording: Recording
+    size: int
+    start: int
+    end: int
+    pieces: tuple[tuple[int, Chunk], ...]
+
+
+# Each chunk with the footage offset of its first byte (the sizes of the held
+# chunks before it), and only those overlapping :start..:end: the database
+# sums, Python sees the rows it sends (a range of an hour-long recording
+# reads one or two rows, not 3,600).
+_OVERLAPPING = """SELECT * FROM (
+        SELECT c.*, SUM(c.size) OVER (ORDER BY c.idx ROWS UNBOUNDED PRECEDING) - c.size AS footage_offset
+        FROM chunks c WHERE c.recording_id = :id) AS laid
+    WHERE footage_offset <= :end AND footage_offset + size > :start ORDER BY idx"""
+
+
+def footage_slice(archive: Archive, recording_id: str,
+                  choose: Callable[[Recording, int], tuple[int, int]] | None = None) -> FootageSlice:
+    """The part of a recording's footage `choose(recording, size)` picks, as
+    `(start, end)` inclusive (default: all of it), read in one snapshot so
+    the size, the chosen range and the chunks agree even while chunks
+    arrive. `choose` may raise (a range past the end, another organisation's
+    recording); nothing is read after it. Raises `NotFound` for an unknown
+    recording."""
     with archive.database.snapshot() as db:
-        recording = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])), None)
+        recording = db.fetch_one(Recording, "SELECT * FROM recordings WHERE id = ?", [recording_id])
         if recording is None:
             raise NotFound("No such recording.")
-        rows = list(db.query("SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id]))
-    return recording, rows, sum(row["size"] for row in rows)
+        size = recording.footage_size or 0
+        start, end = choose(recording, size) if choose is not None else (0, size - 1)
+        rows = db.query(_OVERLAPPING, {"id": recording_id, "start": start, "end": end}) if end >= start else []
+    return FootageSlice(recording, size, start, end,
+                        tuple((row["footage_offset"], Chunk.of(row)) for row in rows))
 
 
-def iter_footage_range(archive: Archive, recording: dict, rows: list[dict], start: int, end: int) -> Iterator[bytes]:
-    """Yield footage bytes `start..end` (inclusive), decrypting only the
-    chunks that overlap the range, one at a time."""
-    offset, wanted = 0, []
-    for row in rows:
-        if offset + row["size"] > start and offset <= end:
-            wanted.append((offset, row))
-        offset += row["size"]
-    offsets = {row["idx"]: first for first, row in wanted}
-    for row, plaintext in iter_chunk_plaintexts(archive, recording, [row for _, row in wanted], check_hash=False):
-        first = offsets[row["idx"]]
-        lo, hi = max(start - first, 0), min(end - first + 1, row["size"])
-        yield plaintext[lo:hi]
+def iter_footage(archive: Archive, part: FootageSlice) -> Iterator[bytes]:
+    """Yield the slice's bytes, decrypting only the chunks it overlaps, one
+    at a time. Raises `FootageDamaged` (see `iter_chunk_plaintexts`)."""
+    offsets = {row.idx: first for first, row in part.pieces}
+    chunks = (row for _, row in part.pieces)
+    for row, plaintext in iter_chunk_plaintexts(archive, part.recording, chunks, check_hash=False):
+        first = offsets[row.idx]
+        lo, hi = max(part.start - first, 0), min(part.end - first + 1, row.size)
+        yield plaintext if (lo, hi) == (0, len(plaintext)) else plaintext[lo:hi]

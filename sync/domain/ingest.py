@@ -69,6 +69,7 @@ from ..errors import (
     UnknownKeyId,
     WitnessError,
 )
+from ..records.rows import Chunk, Device, Recording
 from ..storage import LocalChunkDisk
 from ..timefmt import format_time
 from . import audit
@@ -168,19 +169,19 @@ def create_recording(archive: Archive, device_id: str, new: NewRecording) -> tup
                            "with info 'witness/v1 recording-key <recording_id>'.") from None
 
     with archive.database.transaction() as db:
-        existing = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])), None)
+        existing = db.fetch_one(Recording, "SELECT * FROM recordings WHERE id = ?", [recording_id])
         if existing is not None:
             same = (
-                existing["device_id"] == device_id
-                and existing["content_type"] == content_type
-                and existing["started_at"] == started_at
-                and existing["key_id"] == key_id
-                and bytes(existing["sealed_key"]) == sealed_key
+                existing.device_id == device_id
+                and existing.content_type == content_type
+                and existing.started_at == started_at
+                and existing.key_id == key_id
+                and existing.sealed_key == sealed_key
             )
             if not same:
                 raise RecordingConflict("This recording id is already in use with a different body; "
                                         "generate a new recording id.")
-            return _creation_answer(archive, existing), False
+            return _creation_answer(archive, existing.id, existing.state), False
         if below_watermark(archive):
             # What space is left goes to recordings already started.
             raise BelowWatermark("The server is low on disk space and takes no new recordings for now; chunks of "
@@ -209,13 +210,13 @@ def create_recording(archive: Archive, device_id: str, new: NewRecording) -> tup
                            recording_id=recording_id, detail={"content_type": content_type, "started_at": started_at})
     if isinstance(archive.chunks, LocalChunkDisk):
         archive.chunks.prepare(recording_id)
-    return _creation_answer(archive, row), True
+    return _creation_answer(archive, recording_id, row["state"]), True
 
 
-def _creation_answer(archive: Archive, row: dict) -> dict:
+def _creation_answer(archive: Archive, recording_id: str, state: str) -> dict:
     return {
-        "recording_id": row["id"],
-        "state": row["state"],
+        "recording_id": recording_id,
+        "state": state,
         "max_chunk_bytes": archive.settings.max_chunk_bytes,
         "idle_finalize_seconds": _whole(archive.settings.idle_finalize_seconds),
     }
@@ -226,23 +227,23 @@ def _whole(seconds: float):
 
 
 def owned_recording(archive: Archive, recording_id: str, device_id: str | None = None, *,
-                    organisation_id: int | None = None) -> dict:
+                    organisation_id: int | None = None) -> Recording:
     """The recording row, if it exists and is visible: owned by `device_id`
     and/or held by `organisation_id`, when given. Otherwise `NotFound`, with
     no hint whether it exists."""
-    row = archive.database.one("SELECT * FROM recordings WHERE id = ?", [recording_id])
+    row = archive.database.fetch_one(Recording, "SELECT * FROM recordings WHERE id = ?", [recording_id])
     if not _visible(row, device_id, organisation_id):
         raise NotFound("No such recording.")
     return row
 
 
-def _visible(row: dict | None, device_id: str | None, organisation_id: int | None) -> bool:
-    return row is not None and (device_id is None or row["device_id"] == device_id) \
-        and (organisation_id is None or row["organisation_id"] == organisation_id)
+def _visible(row: Recording | None, device_id: str | None, organisation_id: int | None) -> bool:
+    return row is not None and (device_id is None or row.device_id == device_id) \
+        and (organisation_id is None or row.organisation_id == organisation_id)
 
 
-def accept_chunk(archive: Archive, device_id: str, upload: ChunkUpload, *, recording: dict | None = None,
-                 device: dict | None = None) -> tuple[dict, bool]:
+def accept_chunk(archive: Archive, device_id: str, upload: ChunkUpload, *, recording: Recording | None = None,
+                 device: Device | None = None) -> tuple[dict, bool]:
     """Check and durably store the chunk `upload`, then return `(receipt,
     created)`. `created` is False when the identical bytes were already held.
 
@@ -260,7 +261,7 @@ def accept_chunk(archive: Archive, device_id: str, upload: ChunkUpload, *, recor
     """
     recording_id, index, body, final = upload.recording_id, upload.index, upload.body, upload.final
     captured_at, device_signature = upload.captured_at, upload.device_signature
-    if recording is None or recording["id"] != recording_id or recording["device_id"] != device_id:
+    if recording is None or recording.id != recording_id or recording.device_id != device_id:
         recording = owned_recording(archive, recording_id, device_id)
     if not isinstance(index, int) or not 0 <= index <= MAX_CHUNK_INDEX:
         raise InvalidInput("invalid_index", f"The chunk index must be an integer from 0 to {MAX_CHUNK_INDEX}.")
@@ -278,31 +279,31 @@ def accept_chunk(archive: Archive, device_id: str, upload: ChunkUpload, *, recor
     _check_final(recording, index, final, archive)
 
     try:
-        content_key = _content_key(archive.keys.hpke_private, recording_id, bytes(recording["sealed_key"]))
+        content_key = _content_key(archive.keys.hpke_private, recording_id, recording.sealed_key)
         plaintext = decrypt_chunk(content_key, recording_id, index, body, final=final)
     except InvalidEvidence:
         raise ChunkUnreadable(
             "The chunk does not decrypt under the recording's key with nonce and AAD for this index "
             f"and finality ({'final' if final else 'more'}); check the index and Witness-Final."
         ) from None
-    if device is None or device.get("id") != device_id or "public_key_pem" not in device:
-        device = archive.database.one("SELECT id, public_key_pem FROM devices WHERE id = ?", [device_id])
-    pem = device["public_key_pem"] if device else None
+    if device is None or device.id != device_id:
+        device = archive.database.fetch_one(Device, "SELECT * FROM devices WHERE id = ?", [device_id])
+    pem = device.public_key_pem if device else None
     signature = _check_device_signature(pem, recording_id, index, ciphertext_sha256, device_signature)
 
     name = chunk_file_name(index, ciphertext_sha256)
     horizon = _removal_horizon(archive, recording_id, name)
     archive.chunks.put(recording_id, name, body)
 
-    def record(db) -> tuple[dict | None, dict | None]:
+    def record(db) -> tuple[dict | None, Chunk | None]:
         """The chunk's row, in a commit shared with other uploads of this
         process: `(receipt, None)`, or `(None, held row)` when a concurrent
         upload of this index committed first. Runs on whichever thread
         commits, so it uses only its arguments."""
-        held = db.one("SELECT * FROM chunks WHERE recording_id = ? AND idx = ?", [recording_id, index])
+        held = db.fetch_one(Chunk, "SELECT * FROM chunks WHERE recording_id = ? AND idx = ?", [recording_id, index])
         if held is not None:
             return None, held
-        current = db.one("SELECT * FROM recordings WHERE id = ?", [recording_id])
+        current = db.fetch_one(Recording, "SELECT * FROM recordings WHERE id = ?", [recording_id])
         _check_final(current, index, final, archive, db=db)
         # A removal of this very name (an identical upload that failed,
         # reconciliation) announced since we looked may have taken our
@@ -329,7 +330,7 @@ def accept_chunk(archive: Archive, device_id: str, upload: ChunkUpload, *, recor
             {"now": now, "final": int(final), "idx": index, "id": recording_id, "size": len(plaintext)},
         )
         audit.append_entry(db, at=now, actor=f"device:{device_id}", action="chunk.received",
-                           recording_id=recording_id, organisation_id=recording["organisation_id"],
+                           recording_id=recording_id, organisation_id=recording.organisation_id,
                            detail={"index": index, "ciphertext_sha256": ciphertext_sha256,
                                    "size": len(body), "final": final})
         return _receipt(index, len(body), ciphertext_sha256, now), None
@@ -343,7 +344,7 @@ def accept_chunk(archive: Archive, device_id: str, upload: ChunkUpload, *, recor
     if receipt is not None:
         return receipt, True
     # A concurrent upload of the same index committed first.
-    if held["ciphertext_sha256"] != ciphertext_sha256:
+    if held.ciphertext_sha256 != ciphertext_sha256:
         discard_unheld_chunks(archive, recording_id, [name])
     return _settle_duplicate(archive, device_id, recording_id, index, held, ciphertext_sha256)
 
@@ -452,35 +453,35 @@ def _content_key(hpke_private, recording_id: str, sealed_key: bytes) -> bytes:
     return open_content_key(hpke_private, recording_id, sealed_key)
 
 
-def _held_chunk(archive: Archive, recording_id: str, index: int) -> dict | None:
-    return archive.database.one("SELECT * FROM chunks WHERE recording_id = ? AND idx = ?", [recording_id, index])
+def _held_chunk(archive: Archive, recording_id: str, index: int) -> Chunk | None:
+    return archive.database.fetch_one(Chunk, "SELECT * FROM chunks WHERE recording_id = ? AND idx = ?", [recording_id, index])
 
 
 def _receipt(index: int, size: int, sha256: str, received_at: str) -> dict:
     return {"index": index, "size": size, "sha256": sha256, "received_at": received_at}
 
 
-def _settle_duplicate(archive, device_id, recording_id, index, held, ciphertext_sha256):
-    if held["ciphertext_sha256"] == ciphertext_sha256:
-        return _receipt(index, held["ciphertext_size"], held["ciphertext_sha256"], held["received_at"]), False
+def _settle_duplicate(archive, device_id, recording_id, index, held: Chunk, ciphertext_sha256):
+    if held.ciphertext_sha256 == ciphertext_sha256:
+        return _receipt(index, held.ciphertext_size, held.ciphertext_sha256, held.received_at), False
     with archive.database.transaction() as db:
         audit.append_entry(db, at=archive.now(), actor=f"device:{device_id}", action="chunk.conflict",
                            recording_id=recording_id,
-                           detail={"index": index, "held_ciphertext_sha256": held["ciphertext_sha256"],
+                           detail={"index": index, "held_ciphertext_sha256": held.ciphertext_sha256,
                                    "rejected_ciphertext_sha256": ciphertext_sha256})
     raise ChunkConflict(f"Chunk {index} is already held with different bytes; the first bytes are kept. "
                         "Do not send this index again.")
 
 
-def _check_final(recording: dict, index: int, final: bool, archive: Archive, db=None) -> None:
-    final_index = recording["final_index"]
+def _check_final(recording: Recording, index: int, final: bool, archive: Archive, db=None) -> None:
+    final_index = recording.final_index
     if final_index is not None and index > final_index:
         raise PastFinal(f"This recording ends at chunk {final_index} (marked final); nothing comes after it.")
     if final and final_index is not None and index != final_index:
         raise PastFinal(f"Chunk {final_index} is already marked final; a recording has one final chunk.")
     if final:
         query = (db.query if db is not None else archive.database.query)
-        highest = list(query("SELECT MAX(idx) AS top FROM chunks WHERE recording_id = ?", [recording["id"]]))
+        highest = list(query("SELECT MAX(idx) AS top FROM chunks WHERE recording_id = ?", [recording.id]))
         top = highest[0]["top"] if highest else None
         if top is not None and top > index:
             raise PastFinal(f"Chunk {top} is already held, so chunk {index} cannot be the final one.")
@@ -532,7 +533,7 @@ def recording_status(archive: Archive, recording_id: str, *, device_id: str | No
     `device_id`, only that device's recordings are visible; with
     `organisation_id`, only that organisation's (`NotFound`)."""
     with archive.database.snapshot() as db:
-        row = next(iter(db.query("SELECT * FROM recordings WHERE id = ?", [recording_id])), None)
+        row = db.fetch_one(Recording, "SELECT * FROM recordings WHERE id = ?", [recording_id])
         if not _visible(row, device_id, organisation_id):
             raise NotFound("No such recording.")
         indexes = [r["idx"] for r in db.query("SELECT idx FROM chunks WHERE recording_id = ? ORDER BY idx",
@@ -540,12 +541,12 @@ def recording_status(archive: Archive, recording_id: str, *, device_id: str | No
     received = index_ranges(indexes)
     return {
         "recording_id": recording_id,
-        "state": row["state"],
+        "state": row.state,
         "received": received,
-        "missing": missing_ranges(received, row["final_index"]),
-        "final_index": row["final_index"],
-        "last_received_at": row["last_received_at"],
-        "manifest_version": row["manifest_version"],
+        "missing": missing_ranges(received, row.final_index),
+        "final_index": row.final_index,
+        "last_received_at": row.last_received_at,
+        "manifest_version": row.manifest_version,
     }
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ..archive import Archive
+from ..records.rows import Chunk
 from ..storage import ChunkListing, LocalChunkDisk
 from ..timefmt import format_time
 from . import audit
@@ -60,9 +61,8 @@ def reconcile_storage(archive: Archive, *, grace_seconds: float = GRACE_SECONDS)
     for recording_id in sorted(stored_ids | recorded_ids):
         # Rows first, then the store: a row committed before this read has
         # its object already, so it cannot be taken for lost.
-        rows = archive.database.query("SELECT idx, size, ciphertext_sha256, ciphertext_size FROM chunks "
-                                      "WHERE recording_id = ?", [recording_id])
-        expected = {chunk_file_name(r["idx"], r["ciphertext_sha256"]): r for r in rows}
+        rows = archive.database.fetch(Chunk, "SELECT * FROM chunks WHERE recording_id = ?", [recording_id])
+        expected = {chunk_file_name(r.idx, r.ciphertext_sha256): r for r in rows}
         if listing:
             present = {stored.name: stored for stored in listing.list_chunks(recording_id)}
         else:
@@ -75,9 +75,9 @@ def reconcile_storage(archive: Archive, *, grace_seconds: float = GRACE_SECONDS)
             report.orphan_files_removed.append((recording_id, name))
         for name, row in sorted(expected.items()):
             stored = present.get(name)
-            if stored is None or stored.size != row["ciphertext_size"]:
+            if stored is None or stored.size != row.ciphertext_size:
                 forget_chunk(archive, recording_id, row, action="chunk.lost")
-                report.lost_chunks.append((recording_id, row["idx"]))
+                report.lost_chunks.append((recording_id, row.idx))
     forget_old_removals(archive)
     return report
 
@@ -89,7 +89,7 @@ def forget_old_removals(archive: Archive) -> int:
         return db.execute("DELETE FROM chunk_removals WHERE announced_at < ?", [cutoff]).rowcount
 
 
-def forget_chunk(archive: Archive, recording_id: str, row: dict, *, action: str) -> bool:
+def forget_chunk(archive: Archive, recording_id: str, row: Chunk, *, action: str) -> bool:
     """Take a chunk whose stored bytes are gone or damaged out of the records,
     so status shows it missing (the phone re-sends it) and the next manifest
     lists the gap. Damaged bytes are moved to quarantine rather than
@@ -97,10 +97,10 @@ def forget_chunk(archive: Archive, recording_id: str, row: dict, *, action: str)
     stay in place, unheld, and a later reconciliation removes them); the
     record's hashes go into the audit log as `action`. Returns False if the
     record had already changed (forgotten or re-sent) and nothing was done."""
-    name = chunk_file_name(row["idx"], row["ciphertext_sha256"])
+    name = chunk_file_name(row.idx, row.ciphertext_sha256)
     with archive.database.transaction() as db:
         still = next(iter(db.query("SELECT 1 FROM chunks WHERE recording_id = ? AND idx = ? AND ciphertext_sha256 = ?",
-                                   [recording_id, row["idx"], row["ciphertext_sha256"]])), None)
+                                   [recording_id, row.idx, row.ciphertext_sha256])), None)
         if still is None:
             return False
         # The store is asked after the commit; meanwhile a re-send of these
@@ -109,15 +109,15 @@ def forget_chunk(archive: Archive, recording_id: str, row: dict, *, action: str)
         announced = announce_removals(db, archive, recording_id, [name])
         now = archive.now()
         db.execute("DELETE FROM chunks WHERE recording_id = ? AND idx = ? AND ciphertext_sha256 = ?",
-                   [recording_id, row["idx"], row["ciphertext_sha256"]])
+                   [recording_id, row.idx, row.ciphertext_sha256])
         # A new generation makes the recording due for a manifest that shows the gap.
         db.execute("""UPDATE recordings SET generation = generation + 1, last_activity_at = :now,
                           final_index = CASE WHEN final_index = :idx THEN NULL ELSE final_index END,
                           chunk_count = chunk_count - 1, footage_size = footage_size - :size,
                           max_index = (SELECT MAX(idx) FROM chunks WHERE recording_id = :id)
                       WHERE id = :id""",
-                   {"now": now, "idx": row["idx"], "size": row["size"], "id": recording_id})
+                   {"now": now, "idx": row.idx, "size": row.size, "id": recording_id})
         audit.append_entry(db, at=now, actor="system", action=action, recording_id=recording_id,
-                           detail={"index": row["idx"], "ciphertext_sha256": row["ciphertext_sha256"]})
+                           detail={"index": row.idx, "ciphertext_sha256": row.ciphertext_sha256})
     carry_out_removals(archive, recording_id, announced, archive.chunks.quarantine)
     return True

@@ -9,13 +9,14 @@ does not exist."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..archive import Archive
 from ..errors import InvalidInput, NotFound, NotReady
+from ..records.rows import Chunk, Manifest, Recording
 from ..timefmt import parse_time
 from . import audit, finalize, footage
-from .ingest import index_ranges, missing_ranges, owned_recording
+from .ingest import index_ranges, missing_ranges
 from .paging import newest_first_page
 
 RECORDING_STATES = ("receiving", "complete", "interrupted")
@@ -83,28 +84,28 @@ def list_recordings(archive: Archive, viewer: Viewer, filters: RecordingFilter, 
         where.append(_HAS_GAPS if filters.has_gaps else f"NOT ({_HAS_GAPS})")
     rows, next_cursor = newest_first_page(archive.database, "recordings", where, params, kind="recordings",
                                           limit=limit, cursor=cursor)
-    return [recording_summary(row) for row in rows], next_cursor
+    return [recording_summary(Recording.of(row)) for row in rows], next_cursor
 
 
-def recording_summary(row: dict) -> dict:
+def recording_summary(row: Recording) -> dict:
     """A recording as lists show it."""
-    known_length = row["final_index"] if row["final_index"] is not None else row["max_index"]
-    missing = (known_length + 1 - row["chunk_count"]) if known_length is not None else 0
+    known_length = row.final_index if row.final_index is not None else row.max_index
+    missing = (known_length + 1 - row.chunk_count) if known_length is not None else 0
     return {
-        "recording_id": row["id"],
-        "device_id": row["device_id"],
-        "state": row["state"],
-        "content_type": row["content_type"],
-        "started_at": row["started_at"],
-        "created_at": row["created_at"],
-        "first_received_at": row["first_received_at"],
-        "last_received_at": row["last_received_at"],
-        "chunks_held": row["chunk_count"],
-        "final_index": row["final_index"],
+        "recording_id": row.id,
+        "device_id": row.device_id,
+        "state": row.state,
+        "content_type": row.content_type,
+        "started_at": row.started_at,
+        "created_at": row.created_at,
+        "first_received_at": row.first_received_at,
+        "last_received_at": row.last_received_at,
+        "chunks_held": row.chunk_count,
+        "final_index": row.final_index,
         "missing_chunks": missing,
         "has_gaps": missing > 0,
-        "footage_size": row["footage_size"],
-        "manifest_version": row["manifest_version"],
+        "footage_size": row.footage_size,
+        "manifest_version": row.manifest_version,
     }
 
 
@@ -135,31 +136,31 @@ def recording_detail(archive: Archive, viewer: Viewer, recording_id: str) -> dic
     and every manifest version. Audited as `recording.viewed`. Raises
     `NotFound`."""
     with archive.database.snapshot() as db:
-        row = next(iter(db.query("SELECT * FROM recordings WHERE id = ? AND organisation_id = ?",
-                                 [recording_id, viewer.organisation_id])), None)
+        row = db.fetch_one(Recording, "SELECT * FROM recordings WHERE id = ? AND organisation_id = ?",
+                           [recording_id, viewer.organisation_id])
         if row is None:
-            owned_recording(archive, recording_id, organisation_id=viewer.organisation_id)  # raises NotFound
-        chunks = list(db.query("SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id]))
+            raise NotFound("No such recording.")
+        chunks = db.fetch(Chunk, "SELECT * FROM chunks WHERE recording_id = ? ORDER BY idx", [recording_id])
         manifests = list(db.query("SELECT version, state, sha256, created_at FROM manifests "
                                   "WHERE recording_id = ? ORDER BY version", [recording_id]))
-    received = index_ranges(chunk["idx"] for chunk in chunks)
+    received = index_ranges(chunk.idx for chunk in chunks)
     audit.record(archive, actor=viewer.actor, action="recording.viewed", recording_id=recording_id)
     return {
         **recording_summary(row),
-        "complete_requested_at": row["complete_requested_at"],
+        "complete_requested_at": row.complete_requested_at,
         "received": received,
-        "missing": missing_ranges(received, row["final_index"]),
+        "missing": missing_ranges(received, row.final_index),
         "chunks": [
             {
-                "index": chunk["idx"],
-                "final": bool(chunk["final"]),
-                "size": chunk["size"],
-                "ciphertext_size": chunk["ciphertext_size"],
-                "sha256": chunk["sha256"],
-                "ciphertext_sha256": chunk["ciphertext_sha256"],
-                "received_at": chunk["received_at"],
-                "captured_at": chunk["captured_at"],
-                "device_signed": chunk["device_signature"] is not None,
+                "index": chunk.idx,
+                "final": bool(chunk.final),
+                "size": chunk.size,
+                "ciphertext_size": chunk.ciphertext_size,
+                "sha256": chunk.sha256,
+                "ciphertext_sha256": chunk.ciphertext_sha256,
+                "received_at": chunk.received_at,
+                "captured_at": chunk.captured_at,
+                "device_signed": chunk.device_signature is not None,
             }
             for chunk in chunks
         ],
@@ -169,44 +170,62 @@ def recording_detail(archive: Archive, viewer: Viewer, recording_id: str) -> dic
 
 @dataclass(frozen=True)
 class FootageView:
-    """The footage of a recording as held when the request came: what a
-    response streams, whatever arrives meanwhile."""
+    """The part of a recording's footage a request asked for, as held when
+    the request came: what a response streams, whatever arrives meanwhile."""
 
-    recording: dict
-    rows: list[dict]
-    size: int
+    part: footage.FootageSlice
+
+    @property
+    def recording(self) -> Recording:
+        return self.part.recording
+
+    @property
+    def size(self) -> int:
+        return self.part.size
 
     @property
     def content_type(self) -> str:
-        return self.recording["content_type"]
+        return self.part.recording.content_type
 
     @property
     def etag(self) -> str:
-        # Changes whenever a chunk is added or taken out.
-        return f'"{self.recording["generation"]}-{self.size}"'
+        return footage_etag(self.part.recording, self.part.size)
 
 
-def footage_view(archive: Archive, viewer: Viewer, recording_id: str) -> FootageView:
-    """The recording's footage layout for a viewer. Raises `NotFound`."""
-    recording, rows, size = footage.footage_layout(archive, recording_id)
-    if recording["organisation_id"] != viewer.organisation_id:
-        owned_recording(archive, recording_id, organisation_id=viewer.organisation_id)  # raises NotFound
-    return FootageView(recording, rows, size)
+def footage_etag(recording: Recording, size: int) -> str:
+    # Changes whenever a chunk is added or taken out.
+    return f'"{recording.generation}-{size}"'
 
 
-def stream_footage(archive: Archive, viewer: Viewer, view: FootageView, start: int, end: int, *,
-                   partial: bool) -> Iterator[bytes]:
+def footage_view(archive: Archive, viewer: Viewer, recording_id: str,
+                 pick: Callable[[int, str], tuple[int, int]] | None = None) -> FootageView:
+    """The recording's footage for a viewer: `pick(size, etag)` chooses the
+    inclusive byte range wanted (a `Range` header read against the size
+    and ETag of that moment; default: everything), and only the chunks that
+    range overlaps are read. Raises `NotFound`, and whatever `pick` raises."""
+    def choose(recording: Recording, size: int) -> tuple[int, int]:
+        if recording.organisation_id != viewer.organisation_id:
+            raise NotFound("No such recording.")
+        return pick(size, footage_etag(recording, size)) if pick is not None else (0, size - 1)
+
+    return FootageView(footage.footage_slice(archive, recording_id, choose))
+
+
+def stream_footage(archive: Archive, viewer: Viewer, view: FootageView, *, partial: bool) -> Iterator[bytes]:
     """Audit the look (`footage.streamed`, with the byte range) and return
-    the footage bytes `start..end` (inclusive), decrypted one chunk at a
-    time. The iterator raises `footage.FootageDamaged` on a damaged chunk."""
-    audit.record(archive, actor=viewer.actor, action="footage.streamed", recording_id=view.recording["id"],
-                 detail={"first_byte": start, "last_byte": end, "footage_size": view.size, "partial": partial})
-    if view.size == 0 or end < start:
+    the view's footage bytes, decrypted one chunk at a time. The iterator
+    raises `footage.FootageDamaged` on a damaged chunk."""
+    part = view.part
+    audit.record(archive, actor=viewer.actor, action="footage.streamed", recording_id=part.recording.id,
+                 detail={"first_byte": part.start, "last_byte": part.end, "footage_size": part.size,
+                         "partial": partial})
+    if part.size == 0 or part.end < part.start:
         return iter(())
-    return footage.iter_footage_range(archive, view.recording, view.rows, start, end)
+    return footage.iter_footage(archive, part)
 
 
-def manifest_for(archive: Archive, viewer: Viewer, recording_id: str, version: int | None, *, part: str) -> dict:
+def manifest_for(archive: Archive, viewer: Viewer, recording_id: str, version: int | None, *,
+                 part: str) -> Manifest:
     """A signed manifest version (`finalize.signed_manifest`), audited as
     `manifest.downloaded` with `part` (`manifest`, `signature`,
     `timestamp` or `external_timestamp`). Raises `NotFound` and `NotReady`
@@ -215,15 +234,15 @@ def manifest_for(archive: Archive, viewer: Viewer, recording_id: str, version: i
     external TSA's token: `NotReady` while it has not been obtained yet,
     `NotFound` when the server has no external TSA and the version none."""
     row = finalize.signed_manifest(archive, recording_id, version, organisation_id=viewer.organisation_id)
-    if part == "timestamp" and row["tsr"] is None:
-        raise NotFound(f"Manifest version {row['version']} was made before this server time-stamped manifests.")
-    if part == "external_timestamp" and row["external_tsr"] is None:
+    if part == "timestamp" and row.tsr is None:
+        raise NotFound(f"Manifest version {row.version} was made before this server time-stamped manifests.")
+    if part == "external_timestamp" and row.external_tsr is None:
         if archive.settings.tsa_url is None:
             raise NotFound("This server has no external time-stamping authority (WITNESS_TSA_URL is not set), "
-                           f"and manifest version {row['version']} has no token from one.")
-        raise NotReady(f"Manifest version {row['version']} has no token from the external time-stamping authority "
+                           f"and manifest version {row.version} has no token from one.")
+        raise NotReady(f"Manifest version {row.version} has no token from the external time-stamping authority "
                        "yet: the server asks for one in the background and keeps trying while it is unreachable. "
                        "Try again later.")
     audit.record(archive, actor=viewer.actor, action="manifest.downloaded", recording_id=recording_id,
-                 detail={"version": row["version"], "part": part, "manifest_sha256": row["sha256"]})
+                 detail={"version": row.version, "part": part, "manifest_sha256": row.sha256})
     return row

@@ -18,6 +18,7 @@ from sync.archive import Archive
 from sync.domain import accounts, finalize, ingest
 from sync.domain.footage import FootageDamaged, iter_chunk_plaintexts
 from sync.errors import Busy
+from sync.records.rows import Chunk
 from sync.storage.files import FileChunkStore
 
 
@@ -130,7 +131,7 @@ def test_a_passing_read_error_does_not_forget_a_chunk(settings):
     device_id, recording_id, key = new_recording(archive)
     put(archive, device_id, recording_id, key, 0)
     recording = ingest.owned_recording(archive, recording_id, None)
-    rows = archive.database.query("SELECT * FROM chunks WHERE recording_id = ?", [recording_id])
+    rows = archive.database.fetch(Chunk, "SELECT * FROM chunks WHERE recording_id = ?", [recording_id])
     store.fail_next_open = True
     with pytest.raises(OSError):
         list(iter_chunk_plaintexts(archive, recording, rows))
@@ -151,7 +152,7 @@ def test_a_damaged_chunk_is_quarantined_and_the_next_manifest_shows_the_gap(arch
         finalize.finalize_recording(archive, recording_id)
     assert finalize.finalize_recording(archive, recording_id) == 1
     manifest = finalize.signed_manifest(archive, recording_id)
-    assert b'"gaps":[[1,1]]' in manifest["body"]
+    assert b'"gaps":[[1,1]]' in manifest.body
     actions = [r["action"] for r in archive.database.query("SELECT action FROM audit WHERE recording_id = ?",
                                                               [recording_id])]
     assert "chunk.damaged" in actions

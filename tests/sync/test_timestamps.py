@@ -61,13 +61,13 @@ def test_manifests_older_than_the_built_in_tsa_get_a_token_at_start_up(settings)
 
     assert backfill_builtin_tokens(archive) == [(old_id, 1)]
 
-    token = finalize.signed_manifest(archive, old_id)["tsr"]
-    facts = verify_time_stamp(token, hashlib.sha256(old["body"]).digest(), archive.keys.tsa.chain_pem().encode())
+    token = finalize.signed_manifest(archive, old_id).tsr
+    facts = verify_time_stamp(token, hashlib.sha256(old.body).digest(), archive.keys.tsa.chain_pem().encode())
     assert facts.gen_time == NOW + timedelta(days=3)  # dated when made, not when signed
-    assert finalize.signed_manifest(archive, recent_id)["tsr"] == recent["tsr"]  # untouched
+    assert finalize.signed_manifest(archive, recent_id).tsr == recent.tsr  # untouched
     [entry] = audit_entries(archive, "manifest.time_stamp_backfilled")
     assert entry["recording_id"] == old_id and entry["actor"] == "system"
-    assert entry["detail"] == {"version": 1, "manifest_sha256": old["sha256"], "tsa": "builtin",
+    assert entry["detail"] == {"version": 1, "manifest_sha256": old.sha256, "tsa": "builtin",
                                "gen_time": "2026-11-24T14:03:07.123Z",
                                "token_sha256": hashlib.sha256(token).hexdigest()}
     assert backfill_builtin_tokens(archive) == []  # once
@@ -82,17 +82,17 @@ def test_an_external_token_is_fetched_verified_kept_and_audited(archive, tsa):
     with_tsa(archive, tsa.url, tsa.tsa.ca_file)
     first_id, first = finalized(archive, b"first")
     second_id, _ = finalized(archive, b"second")
-    assert finalize.signed_manifest(archive, first_id)["external_tsr"] is None
+    assert finalize.signed_manifest(archive, first_id).external_tsr is None
 
     run = stamp_externally(archive)
 
     assert run.failure is None and run.stamped == [(first_id, 1), (second_id, 1)]  # oldest first
-    token = finalize.signed_manifest(archive, first_id)["external_tsr"]
-    facts = verify_time_stamp(token, hashlib.sha256(first["body"]).digest(), tsa.tsa.ca_file.read_bytes())
+    token = finalize.signed_manifest(archive, first_id).external_tsr
+    facts = verify_time_stamp(token, hashlib.sha256(first.body).digest(), tsa.tsa.ca_file.read_bytes())
     assert facts.tsa_name == "CN=Test TSA authority,O=Test TSA"
     # The built-in token's chain does not vouch for the external one.
     with pytest.raises(TimeStampInvalid):
-        verify_time_stamp(token, hashlib.sha256(first["body"]).digest(), archive.keys.tsa.chain_pem().encode())
+        verify_time_stamp(token, hashlib.sha256(first.body).digest(), archive.keys.tsa.chain_pem().encode())
     entries = audit_entries(archive, "manifest.time_stamped_externally")
     assert [entry["recording_id"] for entry in entries] == [first_id, second_id]
     assert entries[0]["detail"]["token_sha256"] == hashlib.sha256(token).hexdigest()
@@ -108,7 +108,7 @@ def test_a_tsa_that_is_down_leaves_the_manifest_without_a_token_until_it_is_back
     try:
         run = stamp_externally(archive)
         assert run.stamped == [] and "unavailable" in run.failure and "ConnectionError" in run.failure
-        assert finalize.signed_manifest(archive, recording_id)["external_tsr"] is None
+        assert finalize.signed_manifest(archive, recording_id).external_tsr is None
     finally:
         tsa.start()
     assert stamp_externally(archive).stamped == [(recording_id, 1)]
@@ -120,7 +120,7 @@ def test_a_reply_that_does_not_chain_to_the_configured_ca_is_not_kept(archive, t
     recording_id, _ = finalized(archive)
     run = stamp_externally(archive)
     assert run.stamped == [] and "does not chain to any root" in run.failure
-    assert finalize.signed_manifest(archive, recording_id)["external_tsr"] is None
+    assert finalize.signed_manifest(archive, recording_id).external_tsr is None
     assert audit_entries(archive, "manifest.time_stamped_externally") == []
     with_tsa(archive, tsa.url, tmp_path / "missing.pem")
     assert "cannot read WITNESS_TSA_CA_FILE" in stamp_externally(archive).failure
@@ -147,7 +147,7 @@ def test_the_job_waits_longer_after_each_failure_and_recovers(archive, tsa, tmp_
     with_tsa(archive, tsa.url, tsa.tsa.ca_file)
     assert tick(3.9) == 3  # then 4 s
     assert tick(0.2) == 4
-    assert finalize.signed_manifest(archive, recording_id)["external_tsr"] is not None
+    assert finalize.signed_manifest(archive, recording_id).external_tsr is not None
     finalized(archive)
     assert tick(0) == 5  # back to asking at once
 
