@@ -847,8 +847,11 @@ class Services:
             out["seaweedfs"] = descendants(self.seaweedfs.process.pid)
         return out
 
-    def cpu_seconds(self) -> dict[str, dict[int, float]]:
-        return {name: process_cpu_seconds(pids) for name, pids in self.pids().items()}
+    def cpu_seconds(self, backend: str) -> dict[str, dict[int, float]]:
+        """pid -> CPU seconds of each service `backend` uses (PostgreSQL;
+        for scaleout also SeaweedFS)."""
+        used = {"postgresql": ("postgresql",), "scaleout": ("postgresql", "seaweedfs")}.get(backend, ())
+        return {name: process_cpu_seconds(pids) for name, pids in self.pids().items() if name in used}
 
     def describe(self) -> str:
         parts = []
@@ -1141,7 +1144,7 @@ async def run_one(spec: RunSpec, *, door: str, backend: str, url: str | None, ar
         async def snapshot_at(when: float) -> tuple:
             await asyncio.sleep(max(0.0, when - loop.time()))
             return (loop.time(), time.process_time(), server.cpu_seconds() if server else {}, machine_ticks(),
-                    services.cpu_seconds() if watch_services else {})
+                    services.cpu_seconds(backend) if watch_services else {})
 
         snap_begin = asyncio.ensure_future(snapshot_at(measure_from))
         snap_end = asyncio.ensure_future(snapshot_at(stop))
