@@ -14,6 +14,8 @@ pseudonymous id.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,7 @@ from ..evidence.manifest import read_manifest
 from ..records.rows import Chunk, CopyRequest, Manifest, Organisation, Recording
 from ..timefmt import format_time
 from . import accounts
-from .footage import FootageDamaged, iter_chunk_plaintexts
+from .footage import FootageDamaged, iter_chunk_plaintexts, read_ahead
 
 
 class BundleFailed(Exception):
@@ -90,7 +92,8 @@ def write_bundle(archive: Archive, request: CopyRequest, path: Path) -> BundleFa
     external_chain = _external_chain(archive, manifests)
     files: list[ListedFile] = []
 
-    with zipfile.ZipFile(path, "w", allowZip64=True) as zf:
+    output = _HashedOutput(path)
+    with output, zipfile.ZipFile(output, "w", allowZip64=True) as zf:
         def add(name: str, data: bytes, *, compress: bool = False) -> None:
             info = zipfile.ZipInfo(f"{folder}/{name}", date_time=_zip_time(built_at))
             info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
@@ -105,7 +108,7 @@ def write_bundle(archive: Archive, request: CopyRequest, path: Path) -> BundleFa
         try:
             with zf.open(info, "w", force_zip64=True) as out:
                 # The whole footage's hash is checked against the manifest below.
-                for _, plaintext in iter_chunk_plaintexts(archive, recording, rows, check_hash=False):
+                for _, plaintext in read_ahead(iter_chunk_plaintexts(archive, recording, rows, check_hash=False)):
                     out.write(plaintext)
                     footage_hash.update(plaintext)
                     footage_size += len(plaintext)
@@ -187,12 +190,65 @@ def write_bundle(archive: Archive, request: CopyRequest, path: Path) -> BundleFa
         info.external_attr = 0o644 << 16
         zf.writestr(info, signature)
 
-    zip_hash = hashlib.sha256()
-    with open(path, "rb") as built:
-        for block in iter(lambda: built.read(1 << 20), b""):
-            zip_hash.update(block)
-    return BundleFacts(size=path.stat().st_size, sha256=zip_hash.hexdigest(), manifest_version=latest.version,
+    return BundleFacts(size=output.size, sha256=output.sha256, manifest_version=latest.version,
                        footage_sha256=footage_hash.hexdigest(), built_at=built_at)
+
+
+class _HashedOutput:
+    """The zip's file, written and hashed as it is made, in a thread of its
+    own (SHA-256 and writes release the GIL), so the bundle's hash needs no
+    second pass over gigabytes. It cannot seek, so `zipfile` puts each
+    member's sizes and CRC in a data descriptor after its bytes instead of
+    going back to its header (a layout every unzip reads; the central
+    directory has them too). Memory stays at a few pieces in flight. An
+    error of the disk (full, failing) is raised by the next `write` or by
+    closing."""
+
+    def __init__(self, path: Path, depth: int = 4):
+        self._file = open(path, "wb")
+        self._hash = hashlib.sha256()
+        self._pieces: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self.size = 0
+        self._writer = threading.Thread(target=self._write_out, name="bundle-writer", daemon=True)
+        self._writer.start()
+
+    def write(self, data) -> int:
+        if self._error is not None:
+            raise self._error
+        data = bytes(data) if not isinstance(data, bytes) else data
+        self._pieces.put(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def _write_out(self) -> None:
+        while (data := self._pieces.get()) is not None:
+            if self._error is None:
+                try:
+                    self._hash.update(data)
+                    self._file.write(data)
+                except BaseException as exc:
+                    self._error = exc
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def __enter__(self) -> "_HashedOutput":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pieces.put(None)
+        self._writer.join()
+        self._file.close()
+        if self._error is not None and exc_info[0] is None:
+            raise self._error
 
 
 def _external_chain(archive: Archive, manifests: list[Manifest]) -> bytes | None:

@@ -5,8 +5,10 @@ stays flat however long the recording; plaintext is never written to disk."""
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from crypto import InvalidEvidence
 from crypto.aead import decrypt_chunk, open_content_key
@@ -16,6 +18,8 @@ from ..errors import NotFound
 from ..records.rows import Chunk, Recording
 from .ingest import chunk_file_name
 from .reconcile import forget_chunk
+
+T = TypeVar("T")
 
 
 class FootageDamaged(Exception):
@@ -109,11 +113,57 @@ def footage_slice(archive: Archive, recording_id: str,
 
 
 def iter_footage(archive: Archive, part: FootageSlice) -> Iterator[bytes]:
-    """Yield the slice's bytes, decrypting only the chunks it overlaps, one
-    at a time. Raises `FootageDamaged` (see `iter_chunk_plaintexts`)."""
+    """Yield the slice's bytes, decrypting only the chunks it overlaps, the
+    next ones while the caller sends the one before (`read_ahead`). Raises
+    `FootageDamaged` (see `iter_chunk_plaintexts`)."""
     offsets = {row.idx: first for first, row in part.pieces}
     chunks = (row for _, row in part.pieces)
-    for row, plaintext in iter_chunk_plaintexts(archive, part.recording, chunks, check_hash=False):
+    pieces = iter_chunk_plaintexts(archive, part.recording, chunks, check_hash=False)
+    for row, plaintext in (read_ahead(pieces) if len(part.pieces) > 1 else pieces):
         first = offsets[row.idx]
         lo, hi = max(part.start - first, 0), min(part.end - first + 1, row.size)
         yield plaintext if (lo, hi) == (0, len(plaintext)) else plaintext[lo:hi]
+
+
+def read_ahead(items: Iterator[T], depth: int = 3) -> Iterator[T]:
+    """Yield what `items` yields, with up to `depth` items made ahead in a
+    thread of its own: chunks are read and decrypted (both release the GIL)
+    while the caller hashes, writes or sends the ones before, so two cores
+    share the work. An exception from `items` is raised here, in order.
+    Closing this iterator early (a viewer who stops watching) stops the
+    thread at its next item; memory stays at `depth` items."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def hand_over(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand_over((item, None)):
+                    return
+            hand_over((end, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            hand_over((end, exc))
+
+    producer = threading.Thread(target=produce, name="footage-read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
