@@ -23,6 +23,9 @@ class Settings:
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
     open_enrollment: bool = True
     scheduler_interval_seconds: float = 1.0
+    # How often the leader anchors the recordings' audit chains in the
+    # server-wide one (sync/domain/audit.py), when any grew.
+    audit_anchor_seconds: float = 10.0
     device_access_minutes: int = 15
     device_refresh_days: int = 365
     staff_access_minutes: int = 15
@@ -72,6 +75,7 @@ class Settings:
             max_chunk_bytes=_number(env, "WITNESS_MAX_CHUNK_BYTES", DEFAULT_MAX_CHUNK_BYTES, int),
             open_enrollment=_flag(env, "WITNESS_OPEN_ENROLLMENT", True),
             scheduler_interval_seconds=_number(env, "WITNESS_SCHEDULER_INTERVAL_SECONDS", 1.0, float),
+            audit_anchor_seconds=_number(env, "WITNESS_AUDIT_ANCHOR_SECONDS", 10.0, float),
             require_custodian_totp=_flag(env, "WITNESS_REQUIRE_CUSTODIAN_TOTP", False),
             login_max_failures=_number(env, "WITNESS_LOGIN_MAX_FAILURES", 5, int),
             login_lockout_seconds=_number(env, "WITNESS_LOGIN_LOCKOUT_SECONDS", 900, int),

@@ -23,6 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from ..archive import Archive
 from ..leader import LeaderLock
+from . import audit
 from .copies import build_approved_bundles, resume_interrupted_builds
 from .expiry import expire_unused_devices
 from .finalize import finalize_due_recordings
@@ -78,6 +79,9 @@ class BackgroundJobs:
                           id="reconcile", max_instances=1, coalesce=True)
         scheduler.add_job(run_device_expiry, "interval", args=[self.archive], seconds=_EXPIRE_DEVICES_EVERY_SECONDS,
                           id="expire_devices", max_instances=1, coalesce=True)
+        scheduler.add_job(run_audit_anchor, "interval", args=[self.archive],
+                          seconds=self.archive.settings.audit_anchor_seconds,
+                          id="audit_anchor", max_instances=1, coalesce=True)
         # Its own job, so a long build never holds up finalization.
         scheduler.add_job(run_bundle_builds, "interval", args=[self.archive],
                           seconds=self.archive.settings.scheduler_interval_seconds,
@@ -132,6 +136,13 @@ def run_finalizer(archive: Archive) -> None:
             log.info("finalized %s as manifest version %d", recording_id, version)
     except Exception:
         log.exception("finalization failed")
+
+
+def run_audit_anchor(archive: Archive) -> None:
+    try:
+        audit.anchor_heads(archive)
+    except Exception:
+        log.exception("anchoring the recordings' audit chains failed")
 
 
 def run_bundle_builds(archive: Archive) -> None:

@@ -252,8 +252,9 @@ def test_a_file_of_version_3_is_brought_to_what_a_new_file_is(tmp_path):
     new, old = tmp_path / "new.sqlite3", tmp_path / "old.sqlite3"
     open_records(("sqlite", str(new))).close()
     open_records(("sqlite", str(old))).close()
-    with sqlite3.connect(old) as conn:  # the last release without chunk_removals
+    with sqlite3.connect(old) as conn:  # the last release without chunk_removals (or audit_heads, version 5)
         conn.execute("DROP TABLE chunk_removals")
+        conn.execute("DROP TABLE audit_heads")
         conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     assert open_records(("sqlite", str(old))).schema_version() == latest_version("sqlite")
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from crypto.hashing import canonical_json
-from tests.support import Phone, ServerProcess, Staff
+from tests.support import Phone, ServerProcess, Staff, wait_until
 
 GENESIS = "0" * 64
 
@@ -88,11 +88,11 @@ def test_a_recordings_custody_log_is_a_chain_of_its_own(server, custodian):
         assert entry_hash(entry) == entry["sha256"]
         assert entry["recording_prev_sha256"] == previous
         previous = entry["sha256"]
-    # The server-wide chain links every entry to the one before it.
-    whole = audit(server, custodian, order="asc")
-    for before, after in zip(whole, whole[1:]):
-        if after["id"] == before["id"] + 1:
-            assert after["prev_sha256"] == before["sha256"]
+    # Entries about a recording are in its chain only; entries about no
+    # recording (here: the custodian's own account) chain server-wide.
+    assert all(entry["prev_sha256"] is None for entry in entries)
+    others = [e for e in audit(server, custodian, order="asc") if e["recording_id"] is None]
+    assert others and all(len(entry["prev_sha256"]) == 64 for entry in others)
 
 
 def test_custodians_filter_and_page_the_log(server, custodian):
@@ -121,14 +121,20 @@ def test_custodians_filter_and_page_the_log(server, custodian):
 
 @pytest.fixture
 def stopped_server_with_history(tmp_path):
-    server = ServerProcess(tmp_path / "server").start()
+    """Two recordings' chains, anchored once in the server-wide chain, then
+    one more chunk of the first recording after the anchor."""
+    server = ServerProcess(tmp_path / "server", WITNESS_AUDIT_ANCHOR_SECONDS=0.5).start()
     custodian = Staff(server, "aud-verify-custodian", "custodian")
     phone = Phone(server)
-    recording = phone.create_recording()
+    recording, other = phone.create_recording(), phone.create_recording()
     for index in range(4):
         recording.put(index, recording.chunk(index))
+    other.put(0, other.chunk(0))
     requests.get(f"{server.url}/v1/recordings/{recording.id}/media", headers=custodian.auth)
+    wait_until(lambda: server.query("SELECT id FROM audit WHERE action = 'audit.anchored'"), "an anchor", 30)
+    recording.put(4, recording.chunk(4))
     server.stop()
+    server.recording_id, server.other_id = recording.id, other.id
     yield server
     server.kill()
 
@@ -141,6 +147,7 @@ def test_audit_verify_passes_an_untouched_log(stopped_server_with_history):
     result = verify(stopped_server_with_history)
     assert result.returncode == 0, result.stderr
     assert "audit log intact" in result.stdout and "head: entry" in result.stdout
+    assert "server-wide chain head: entry" in result.stdout and " 0 anchors" not in result.stdout
 
 
 @pytest.mark.parametrize("tamper,named", [
@@ -158,14 +165,92 @@ def test_audit_verify_names_the_first_broken_entry(stopped_server_with_history, 
     assert "BROKEN at entry" in result.stderr and named in result.stderr, result.stderr
 
 
+def rehash(server, row: dict, **changes) -> str:
+    """Change a row's fields and recompute its own hash, as a forger would."""
+    row = {**row, **changes}
+    row["detail"] = json.loads(row["detail"]) if isinstance(row["detail"], str) else row["detail"]
+    assignments = ", ".join(f"{name} = ?" for name in changes)
+    detail = canonical_json(row["detail"]).decode() if "detail" in changes else None
+    values = [detail if name == "detail" else value for name, value in changes.items()]
+    server.execute(f"UPDATE audit SET {assignments}, sha256 = ? WHERE id = ?", [*values, entry_hash(row), row["id"]])
+    return entry_hash(row)
+
+
 def test_a_rewritten_chain_still_breaks_at_the_first_edit(stopped_server_with_history):
     """Someone who edits a row and recomputes that row's own hash still
-    breaks the link from the next row."""
+    breaks the link from the next row of its chain: a recording's, or the
+    server-wide one."""
     server = stopped_server_with_history
-    (row,) = server.query("SELECT * FROM audit WHERE id = 5")
-    row["actor"] = "system"
-    row["detail"] = json.loads(row["detail"])
-    rehashed = entry_hash(row)
-    server.execute("UPDATE audit SET actor = 'system', sha256 = ? WHERE id = 5", [rehashed])
+    first, second = server.query("SELECT * FROM audit WHERE action = 'chunk.received' AND recording_id = ? "
+                                 "ORDER BY id LIMIT 2", [server.recording_id])
+    rehash(server, first, actor="system")
     result = verify(server)
-    assert result.returncode == 1 and "entry 6 does not link to entry 5" in result.stderr, result.stderr
+    assert result.returncode == 1, result.stdout
+    assert (f"entry {second['id']} does not link to the previous entry about recording {server.recording_id}"
+            in result.stderr), result.stderr
+
+
+def test_a_rewritten_server_wide_entry_breaks_the_next_one(stopped_server_with_history):
+    server = stopped_server_with_history
+    first, second = server.query("SELECT * FROM audit WHERE recording_id IS NULL ORDER BY id LIMIT 2")
+    rehash(server, first, actor="staff:forger")
+    result = verify(server)
+    assert result.returncode == 1
+    assert f"entry {second['id']} does not link to the entry before it in the server-wide chain" in result.stderr
+
+
+def test_dropping_a_recordings_newest_entry_shows_in_its_recorded_head(stopped_server_with_history):
+    # The newest row of the log is the first recording's last chunk, after
+    # the anchor: no id is missing and the server-wide chain is whole, but
+    # the recording's recorded head names the entry that went.
+    server = stopped_server_with_history
+    (last,) = server.query("SELECT * FROM audit ORDER BY id DESC LIMIT 1")
+    assert last["recording_id"] == server.recording_id and last["action"] == "chunk.received"
+    (before,) = server.query("SELECT id FROM audit WHERE recording_id = ? AND id < ? ORDER BY id DESC LIMIT 1",
+                             [server.recording_id, last["id"]])
+    assert server.execute("DELETE FROM audit WHERE id = ?", [last["id"]]) == 1
+    result = verify(server)
+    assert result.returncode == 1
+    assert (f"recording {server.recording_id}'s chain ends at entry {before['id']}, but entry {last['id']} "
+            "was written") in result.stderr, result.stderr
+
+
+def test_a_recording_chain_cut_before_an_anchor_breaks_the_anchor(stopped_server_with_history):
+    """A forger with the database deletes a recording's last anchored chunk
+    entry and rewrites every later row so that ids, recording links and
+    recorded heads agree again: the anchor still names the old head."""
+    server = stopped_server_with_history
+    (anchor,) = server.query("SELECT * FROM audit WHERE action = 'audit.anchored' ORDER BY id LIMIT 1")
+    (cut,) = server.query("SELECT * FROM audit WHERE recording_id = ? AND id < ? ORDER BY id DESC LIMIT 1",
+                          [server.other_id, anchor["id"]])
+    assert cut["action"] == "chunk.received"
+    server.execute("DELETE FROM audit WHERE id = ?", [cut["id"]])
+    # Close up the ids and rehash everything after the cut, oldest first,
+    # relinking both chains, as a careful forger would.
+    rows = server.query("SELECT * FROM audit WHERE id > ? ORDER BY id", [cut["id"]])
+    heads = {r["recording_id"]: r["sha256"] for r in server.query(
+        "SELECT recording_id, sha256 FROM audit WHERE recording_id IS NOT NULL AND id < ? ORDER BY id", [cut["id"]])}
+    (server_previous,) = [r["sha256"] for r in server.query(
+        "SELECT sha256 FROM audit WHERE prev_sha256 IS NOT NULL AND id < ? ORDER BY id DESC LIMIT 1", [cut["id"]])]
+    server.execute("UPDATE audit SET id = -id WHERE id > ?", [cut["id"]])
+    for row in rows:
+        row = {**row, "id": row["id"] - 1, "detail": json.loads(row["detail"])}
+        if row["recording_id"] is not None:
+            row["recording_prev_sha256"] = heads.get(row["recording_id"], GENESIS)
+        else:
+            row["prev_sha256"] = server_previous
+        row["sha256"] = entry_hash(row)
+        if row["recording_id"] is not None:
+            heads[row["recording_id"]] = row["sha256"]
+        else:
+            server_previous = row["sha256"]
+        server.execute("UPDATE audit SET id = ?, prev_sha256 = ?, recording_prev_sha256 = ?, sha256 = ? WHERE id = ?",
+                       [row["id"], row["prev_sha256"], row["recording_prev_sha256"], row["sha256"], -(row["id"] + 1)])
+    for recording_id, sha in heads.items():
+        server.execute("UPDATE audit_heads SET sha256 = ?, entry_id = (SELECT MAX(id) FROM audit WHERE recording_id = ?) "
+                       "WHERE recording_id = ?", [sha, recording_id, recording_id])
+    (newest,) = server.query("SELECT id, sha256 FROM audit WHERE prev_sha256 IS NOT NULL ORDER BY id DESC LIMIT 1")
+    server.execute("UPDATE meta SET value = ? WHERE key = 'audit_head'", [f"{newest['id']}:{newest['sha256']}"])
+    result = verify(server)
+    assert result.returncode == 1
+    assert f"anchor entry {anchor['id'] - 1} does not match the recordings' chain heads" in result.stderr, result.stderr
