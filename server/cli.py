@@ -135,6 +135,8 @@ def audit_verify():
         sys.exit(1)
     click.echo(f"audit log intact: {report.entries} entries, {report.recordings} recordings' custody chains")
     click.echo(f"head: entry {report.head_id or 0} sha256 {report.head_sha256}")
+    click.echo(f"server-wide chain head: entry {report.server_head_id} sha256 {report.server_head_sha256}; "
+               f"{report.anchors} anchors of the recordings' chains")
     for note in report.notes:
         click.echo(f"note: {note}")
     click.echo("Record the head somewhere else (a notebook, an e-mail to yourself): a later check that ends "
