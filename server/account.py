@@ -24,8 +24,9 @@ bp = Blueprint("account", __name__)
 def me():
     """The logged-in account and its organisation."""
     organisation = accounts.organisation(archive(), g.organisation_id)
-    account = accounts.staff_account(archive(), g.organisation_id, g.account["id"])
-    return jsonify(**account, organisation={k: organisation[k] for k in ("id", "slug", "name")},
+    account = accounts.staff_account(archive(), g.organisation_id, g.account.id)
+    return jsonify(**account,
+                   organisation={"id": organisation.id, "slug": organisation.slug, "name": organisation.name},
                    totp_setup_required=logins.second_factor_setup_required(archive(), g.account))
 
 
@@ -44,7 +45,7 @@ def logout():
 def change_password():
     """Change my own password; every session of the account ends."""
     body = json_body()
-    logins.change_own_password(archive(), g.account["id"], body.get("current_password"), body.get("new_password"),
+    logins.change_own_password(archive(), g.account.id, body.get("current_password"), body.get("new_password"),
                                client=client_key())
     return "", 204
 
@@ -53,14 +54,14 @@ def change_password():
 @require_role(*STAFF_ROLES, during_totp_setup=True)
 def start_totp():
     """Start setting up a second factor: a new secret for the app."""
-    return jsonify(logins.start_totp_setup(archive(), g.account["id"]))
+    return jsonify(logins.start_totp_setup(archive(), g.account.id))
 
 
 @bp.post("/v1/auth/totp/confirm")
 @require_role(*STAFF_ROLES, during_totp_setup=True)
 def confirm_totp():
     """Turn the second factor on with a code from the app."""
-    logins.confirm_totp(archive(), g.account["id"], json_body().get("code"))
+    logins.confirm_totp(archive(), g.account.id, json_body().get("code"))
     return jsonify(totp_enabled=True)
 
 
@@ -69,5 +70,5 @@ def confirm_totp():
 def remove_totp():
     """Turn my second factor off with a current code from the app (to replace
     it: remove, then set up a new one)."""
-    logins.remove_own_totp(archive(), g.account["id"], json_body().get("code"), client=client_key())
+    logins.remove_own_totp(archive(), g.account.id, json_body().get("code"), client=client_key())
     return jsonify(totp_enabled=False)

@@ -34,6 +34,7 @@ from flask_jwt_extended import (
 
 from sync.domain import accounts, logins
 from sync.domain.retrieval import Viewer
+from sync.records.rows import Device, Staff
 
 from .errors import error_response
 from .extensions import jwt
@@ -176,13 +177,14 @@ def require_role(*roles: str, refresh: bool = False, either_token: bool = False,
     return decorate
 
 
-def enter_session(role: str, identity: str, account: dict) -> None:
-    """Set `g.role`, `g.identity`, `g.account`, `g.organisation_id` and
-    `g.device_id` (devices) or `g.viewer` (staff) for a verified token."""
+def enter_session(role: str, identity: str, account: Staff | Device) -> None:
+    """Set `g.role`, `g.identity`, `g.account` (the device's or staff
+    member's row), `g.organisation_id` and `g.device_id` (devices) or
+    `g.viewer` (staff) for a verified token."""
     g.role, g.identity, g.account = role, identity, account
-    g.organisation_id = account["organisation_id"]
-    g.device_id = account["id"] if role == DEVICE else None
-    g.viewer = Viewer(f"staff:{account['username']}", account["organisation_id"]) if role != DEVICE else None
+    g.organisation_id = account.organisation_id
+    g.device_id = account.id if role == DEVICE else None
+    g.viewer = Viewer(f"staff:{account.username}", account.organisation_id) if role != DEVICE else None
 
 
 def token_revoked(_header, payload) -> bool:
@@ -196,8 +198,8 @@ def token_revoked(_header, payload) -> bool:
         account = accounts.active_device(archive(), key)
     elif kind == "staff" and payload.get("role") in STAFF_ROLES and key.isdigit() and len(key) < 13:
         account = logins.staff_session(archive(), int(key), payload.get("sid"))
-        if account is not None and (account["role"] != payload.get("role")
-                                    or account["session_generation"] != payload.get("gen", 0)):
+        if account is not None and (account.role != payload.get("role")
+                                    or account.session_generation != payload.get("gen", 0)):
             account = None
     g._witness_account = account
     return account is None

@@ -23,7 +23,7 @@ def _archive():
 
 def _organisation_id(slug: str) -> int:
     try:
-        return accounts.organisation_by_slug(_archive(), slug)["id"]
+        return accounts.organisation_by_slug(_archive(), slug).id
     except NotFound as exc:
         raise click.ClickException(exc.message) from None
 
@@ -41,7 +41,7 @@ def create_organisation(slug: str, name: str):
         organisation = accounts.create_organisation(_archive(), slug, name)
     except InvalidInput as exc:
         raise click.ClickException(exc.message) from None
-    click.echo(f"created organisation {organisation['slug']} ({organisation['name']})")
+    click.echo(f"created organisation {organisation.slug} ({organisation.name})")
 
 
 @witness.command("organisations")

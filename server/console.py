@@ -205,7 +205,7 @@ def _decide(decision, request_id: str, notice: str):
 
 
 def _who() -> copies.StaffMember:
-    return copies.StaffMember(username=g.account["username"], role=g.role, organisation_id=g.organisation_id)
+    return copies.StaffMember(username=g.account.username, role=g.role, organisation_id=g.organisation_id)
 
 
 def arrival_timeline(detail: dict) -> list[dict]:

@@ -37,10 +37,10 @@ def account():
 
 
 def _account_page(*, error: str | None = None, status: int = 200):
-    me = accounts.staff_account(archive(), g.organisation_id, g.account["id"])
+    me = accounts.staff_account(archive(), g.organisation_id, g.account.id)
     return render_template(
         "console/account.html", me=me, organisation=accounts.organisation(archive(), g.organisation_id),
-        pending=None if me["totp_enabled"] else logins.pending_totp_setup(archive(), g.account["id"]),
+        pending=None if me["totp_enabled"] else logins.pending_totp_setup(archive(), g.account.id),
         setup_required=logins.second_factor_setup_required(archive(), g.account),
         required_for_role=archive().settings.require_custodian_totp and g.role == "custodian",
         notice=NOTICES.get(request.args.get("notice", "")), error=error), status
@@ -54,7 +54,7 @@ def change_password():
     if new_password != request.form.get("new_password_again", ""):
         return _account_page(error="The two new passwords differ. Nothing changed.", status=400)
     try:
-        logins.change_own_password(archive(), g.account["id"], request.form.get("current_password", ""),
+        logins.change_own_password(archive(), g.account.id, request.form.get("current_password", ""),
                                    new_password, client=client_key())
     except InvalidInput as exc:
         return _account_page(error=PASSWORD_ERRORS.get(exc.code, exc.message), status=400)
@@ -69,7 +69,7 @@ def change_password():
 def start_second_factor():
     """Start setting up a second factor: a new key for the app."""
     try:
-        logins.start_totp_setup(archive(), g.account["id"])
+        logins.start_totp_setup(archive(), g.account.id)
     except SecondFactorAlreadyOn:
         return redirect(url_for("console_account.account"))
     return redirect(url_for("console_account.account", notice="totp_started", _anchor="second-factor"))
@@ -80,7 +80,7 @@ def start_second_factor():
 def confirm_second_factor():
     """Turn the second factor on with a code from the app."""
     try:
-        logins.confirm_totp(archive(), g.account["id"], request.form.get("code", "").strip())
+        logins.confirm_totp(archive(), g.account.id, request.form.get("code", "").strip())
     except WrongSecondFactor:
         return _account_page(error="That code does not match. Type the code the app shows now (it changes every "
                                    "30 seconds); if it still fails, check the phone's clock is right.", status=400)
@@ -95,7 +95,7 @@ def remove_second_factor():
     """Turn my second factor off with a current code from the app (to
     replace it: remove it, then set up a new one)."""
     try:
-        logins.remove_own_totp(archive(), g.account["id"], request.form.get("code", "").strip(), client=client_key())
+        logins.remove_own_totp(archive(), g.account.id, request.form.get("code", "").strip(), client=client_key())
     except WrongSecondFactor:
         return _account_page(error="That code does not match, or was used already. Type the code the app shows now "
                                    "(after logging in with a code, wait for the next one). Nothing changed. Lost "

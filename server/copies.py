@@ -18,7 +18,7 @@ LAWYER, CUSTODIAN = copies.LAWYER, copies.CUSTODIAN
 
 
 def _who() -> copies.StaffMember:
-    return copies.StaffMember(username=g.account["username"], role=g.role, organisation_id=g.organisation_id)
+    return copies.StaffMember(username=g.account.username, role=g.role, organisation_id=g.organisation_id)
 
 
 @bp.post("/v1/recordings/<recording_id>/copy-requests")

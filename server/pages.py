@@ -94,8 +94,9 @@ def _relative_location(response: Response) -> Response:
 # -- the session cookie ------------------------------------------------------
 
 def start_console_session(response: Response, account: dict) -> Response:
-    """Set the session cookie for a staff account that just logged in. It
-    lives as long as an API refresh token would."""
+    """Set the session cookie for a staff account that just logged in (the
+    login `logins.authenticate_staff` returned). It lives as long as an API
+    refresh token would."""
     hours = archive().settings.staff_refresh_hours
     claims = {"role": account["role"], "sid": str(uuid.uuid4()), "gen": account["session_generation"]}
     token = create_access_token(f"staff:{account['id']}", additional_claims=claims,

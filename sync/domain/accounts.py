@@ -28,6 +28,7 @@ from crypto.signing import load_device_public_key
 from ..archive import Archive
 from ..errors import EnrollmentRefused, Forbidden, InvalidInput, NotFound, OwnAccountElsewhere
 from ..records import DEFAULT_ORGANISATION_ID
+from ..records.rows import Device, EnrollmentCode, Organisation, Staff
 from . import audit
 from .identifiers import parse_canonical_uuid
 from .paging import make_cursor, read_cursor, split_page
@@ -50,7 +51,7 @@ _ARGON2_TURN = threading.Lock()
 
 # -- organisations ---------------------------------------------------------
 
-def create_organisation(archive: Archive, slug: str, name: str, *, actor: str = "operator") -> dict:
+def create_organisation(archive: Archive, slug: str, name: str, *, actor: str = "operator") -> Organisation:
     """Create an organisation and return it. Raises `InvalidInput` for a
     malformed or taken slug, or an empty name."""
     if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
@@ -69,17 +70,17 @@ def create_organisation(archive: Archive, slug: str, name: str, *, actor: str = 
     return organisation(archive, organisation_id)
 
 
-def organisation(archive: Archive, organisation_id: int) -> dict:
+def organisation(archive: Archive, organisation_id: int) -> Organisation:
     """The organisation with this id. Raises `NotFound`."""
-    row = archive.database.one("SELECT id, slug, name, created_at FROM organisations WHERE id = ?", [organisation_id])
+    row = archive.database.fetch_one(Organisation, "SELECT * FROM organisations WHERE id = ?", [organisation_id])
     if row is None:
         raise NotFound("No such organisation.")
     return row
 
 
-def organisation_by_slug(archive: Archive, slug: str) -> dict:
+def organisation_by_slug(archive: Archive, slug: str) -> Organisation:
     """The organisation with this short name. Raises `NotFound`."""
-    row = archive.database.one("SELECT id, slug, name, created_at FROM organisations WHERE slug = ?", [slug])
+    row = archive.database.fetch_one(Organisation, "SELECT * FROM organisations WHERE slug = ?", [slug])
     if row is None:
         raise NotFound(f"No organisation is named {slug!r}; `witness organisations` lists them.")
     return row
@@ -119,12 +120,11 @@ def register_device(
     device_id = str(uuid.uuid4())
     with archive.database.transaction() as db:
         if enrollment_code is not None:
-            code = db.one("SELECT organisation_id, revoked_at FROM enrollment_codes WHERE code = ?",
-                          [enrollment_code])
-            if code is None or code["revoked_at"] is not None:
+            code = db.fetch_one(EnrollmentCode, "SELECT * FROM enrollment_codes WHERE code = ?", [enrollment_code])
+            if code is None or code.revoked_at is not None:
                 raise EnrollmentRefused("That enrollment code is not valid on this server; ask the organisation "
                                         "for a current one.")
-            organisation_id = code["organisation_id"]
+            organisation_id = code.organisation_id
         elif archive.settings.open_enrollment:
             organisation_id = DEFAULT_ORGANISATION_ID
         else:
@@ -139,12 +139,10 @@ def register_device(
     return device_id
 
 
-def active_device(archive: Archive, device_id: str) -> dict | None:
-    """The device's row (`id`, `organisation_id`, `public_key_pem`) if it
-    exists and is not revoked, else None."""
-    row = archive.database.one("SELECT id, organisation_id, revoked_at, public_key_pem FROM devices WHERE id = ?",
-                               [device_id])
-    return row if row is not None and row["revoked_at"] is None else None
+def active_device(archive: Archive, device_id: str) -> Device | None:
+    """The device's row if it exists and is not revoked, else None."""
+    row = archive.database.fetch_one(Device, "SELECT * FROM devices WHERE id = ?", [device_id])
+    return row if row is not None and row.revoked_at is None else None
 
 
 def list_devices(archive: Archive, organisation_id: int, *, limit: int = 50,
@@ -172,11 +170,11 @@ def revoke_device(archive: Archive, organisation_id: int, device_id: str, *, act
     what it uploaded stays. Revoking a revoked device changes nothing.
     Raises `NotFound` for a device of another organisation or none."""
     with archive.database.transaction() as db:
-        row = db.one("SELECT * FROM devices WHERE id = ? AND organisation_id = ?",
-                     [device_id, organisation_id])
+        row = db.fetch_one(Device, "SELECT * FROM devices WHERE id = ? AND organisation_id = ?",
+                           [device_id, organisation_id])
         if row is None:
             raise NotFound("No such device.")
-        if row["revoked_at"] is None:
+        if row.revoked_at is None:
             now = archive.now()
             db.execute("UPDATE devices SET revoked_at = ?, revoked_by = ? WHERE id = ?", [now, actor, device_id])
             audit.append_entry(db, at=now, actor=actor, action="device.revoked", organisation_id=organisation_id,
@@ -197,6 +195,7 @@ def device_detail(archive: Archive, organisation_id: int, device_id: str) -> dic
 
 
 def _public_device(row: dict) -> dict:
+    # A projection with counts (`list_devices`), not a devices row.
     return {"device_id": row["id"], "created_at": row["created_at"], "signs_chunks": bool(row["signs_chunks"]),
             "recordings": row["recordings"], "last_received_at": row["last_received_at"],
             "revoked_at": row["revoked_at"], "revoked_by": row["revoked_by"]}
@@ -233,7 +232,7 @@ def enrollment_code(archive: Archive, organisation_id: int, code: str) -> dict:
            FROM enrollment_codes c WHERE c.code = ? AND c.organisation_id = ?""", [code, organisation_id])
     if row is None:
         raise NotFound("No such enrollment code.")
-    return _public_code(row)
+    return _public_code(EnrollmentCode.of(row), row["devices"])
 
 
 def list_enrollment_codes(archive: Archive, organisation_id: int) -> list[dict]:
@@ -243,7 +242,7 @@ def list_enrollment_codes(archive: Archive, organisation_id: int) -> list[dict]:
         """SELECT c.*, (SELECT COUNT(*) FROM devices d WHERE d.enrollment_code = c.code) AS devices
            FROM enrollment_codes c WHERE c.organisation_id = ? ORDER BY c.created_at DESC, c.code""",
         [organisation_id])
-    return [_public_code(row) for row in rows]
+    return [_public_code(EnrollmentCode.of(row), row["devices"]) for row in rows]
 
 
 def revoke_enrollment_code(archive: Archive, organisation_id: int, code: str, *, actor: str) -> dict:
@@ -252,11 +251,11 @@ def revoke_enrollment_code(archive: Archive, organisation_id: int, code: str, *,
     if not isinstance(code, str) or not _ENROLLMENT_CODE.fullmatch(code):
         raise NotFound("No such enrollment code.")
     with archive.database.transaction() as db:
-        row = db.one("SELECT revoked_at FROM enrollment_codes WHERE code = ? AND organisation_id = ?",
-                     [code, organisation_id])
+        row = db.fetch_one(EnrollmentCode, "SELECT * FROM enrollment_codes WHERE code = ? AND organisation_id = ?",
+                           [code, organisation_id])
         if row is None:
             raise NotFound("No such enrollment code.")
-        if row["revoked_at"] is None:
+        if row.revoked_at is None:
             now = archive.now()
             db.execute("UPDATE enrollment_codes SET revoked_at = ? WHERE code = ?", [now, code])
             audit.append_entry(db, at=now, actor=actor, action="enrollment_code.revoked",
@@ -264,9 +263,9 @@ def revoke_enrollment_code(archive: Archive, organisation_id: int, code: str, *,
     return enrollment_code(archive, organisation_id, code)
 
 
-def _public_code(row: dict) -> dict:
-    return {"code": row["code"], "note": row["note"] or "", "created_at": row["created_at"],
-            "created_by": row["created_by"], "revoked_at": row["revoked_at"], "devices": row["devices"]}
+def _public_code(row: EnrollmentCode, devices: int) -> dict:
+    return {"code": row.code, "note": row.note or "", "created_at": row.created_at,
+            "created_by": row.created_by, "revoked_at": row.revoked_at, "devices": devices}
 
 
 # -- staff ------------------------------------------------------------------
@@ -378,8 +377,8 @@ def create_staff_user(archive: Archive, username: str, role: str, password: str,
 
 def staff_account(archive: Archive, organisation_id: int, staff_id: int) -> dict:
     """One staff account of the organisation (no secrets). Raises `NotFound`."""
-    row = archive.database.one("SELECT * FROM staff WHERE id = ? AND organisation_id = ?",
-                               [staff_id, organisation_id])
+    row = archive.database.fetch_one(Staff, "SELECT * FROM staff WHERE id = ? AND organisation_id = ?",
+                                     [staff_id, organisation_id])
     if row is None:
         raise NotFound("No such user.")
     return public_staff(row)
@@ -387,21 +386,23 @@ def staff_account(archive: Archive, organisation_id: int, staff_id: int) -> dict
 
 def list_staff(archive: Archive, organisation_id: int) -> list[dict]:
     """The organisation's staff accounts, by username (no secrets)."""
-    rows = archive.database.query("SELECT * FROM staff WHERE organisation_id = ? ORDER BY username",
+    rows = archive.database.fetch(Staff, "SELECT * FROM staff WHERE organisation_id = ? ORDER BY username",
                                   [organisation_id])
     return [public_staff(row) for row in rows]
 
 
-def public_staff(row: dict) -> dict:
-    """A staff row as anyone may see it: never the hash or TOTP secret."""
-    return {"id": row["id"], "username": row["username"], "role": row["role"],
-            "organisation_id": row["organisation_id"], "created_at": row["created_at"],
-            "disabled": row["disabled_at"] is not None, "disabled_at": row["disabled_at"],
-            "totp_enabled": row["totp_enabled_at"] is not None}
+def public_staff(row: Staff) -> dict:
+    """A staff row as anyone may see it (the API's JSON): never the hash or
+    TOTP secret."""
+    return {"id": row.id, "username": row.username, "role": row.role,
+            "organisation_id": row.organisation_id, "created_at": row.created_at,
+            "disabled": row.disabled_at is not None, "disabled_at": row.disabled_at,
+            "totp_enabled": row.totp_enabled_at is not None}
 
 
-def update_staff(archive: Archive, organisation_id: int, staff_id: int, changes, *, by: dict) -> dict:
-    """Apply a custodian's changes to an account of their organisation:
+def update_staff(archive: Archive, organisation_id: int, staff_id: int, changes, *, by: Staff) -> dict:
+    """Apply the custodian `by`'s changes (a JSON object) to an account of
+    their organisation:
     `role`, `disabled` (true/false), `password` (a new one), `reset_totp`
     (true: the user must set up a second factor again). Ending access
     (disable, new password, TOTP reset) also ends every session of the user.
@@ -423,7 +424,7 @@ def update_staff(archive: Archive, organisation_id: int, staff_id: int, changes,
     for flag in ("disabled", "reset_totp"):
         if flag in changes and not isinstance(changes[flag], bool):
             raise InvalidInput(f"invalid_{flag}", f"{flag} must be true or false.")
-    if staff_id == by["id"]:
+    if staff_id == by.id:
         # Only the account endpoints, which ask for the current password or
         # a current code, change one's own: a stolen token alone must not.
         if "password" in changes:
@@ -439,40 +440,39 @@ def update_staff(archive: Archive, organisation_id: int, staff_id: int, changes,
                                       [staff_id, organisation_id])
         password_hash = hash_password(check_new_password(changes["password"],
                                                          username=target["username"] if target else None))
-    actor = f"staff:{by['username']}"
+    actor = f"staff:{by.username}"
     with archive.database.transaction() as db:
-        row = db.one("SELECT * FROM staff WHERE id = ? AND organisation_id = ?",
-                     [staff_id, organisation_id])
+        row = db.fetch_one(Staff, "SELECT * FROM staff WHERE id = ? AND organisation_id = ?",
+                           [staff_id, organisation_id])
         if row is None:
             raise NotFound("No such user.")
-        if row["id"] == by["id"] and (changes.get("disabled") is True
-                                      or changes.get("role", row["role"]) != row["role"]):
+        if row.id == by.id and (changes.get("disabled") is True or changes.get("role", row.role) != row.role):
             raise Forbidden("You cannot disable your own account or change your own role; ask another custodian.")
         now = archive.now()
         updates, end_sessions = {}, False
 
         def note(action: str, **detail):
             audit.append_entry(db, at=now, actor=actor, action=action, organisation_id=organisation_id,
-                               detail={"username": row["username"], **detail})
+                               detail={"username": row.username, **detail})
 
-        if "role" in changes and changes["role"] != row["role"]:
+        if "role" in changes and changes["role"] != row.role:
             updates["role"] = changes["role"]
-            note("staff.role_changed", role_before=row["role"], role_after=changes["role"])
-        if changes.get("disabled") is True and row["disabled_at"] is None:
+            note("staff.role_changed", role_before=row.role, role_after=changes["role"])
+        if changes.get("disabled") is True and row.disabled_at is None:
             updates["disabled_at"], end_sessions = now, True
             note("staff.disabled")
-        if changes.get("disabled") is False and row["disabled_at"] is not None:
+        if changes.get("disabled") is False and row.disabled_at is not None:
             updates["disabled_at"] = None
             note("staff.enabled")
         if password_hash is not None:
             updates["password_hash"], end_sessions = password_hash, True
             note("staff.password_set")
-        if changes.get("reset_totp") is True and (row["totp_secret"] is not None or row["totp_enabled_at"]):
+        if changes.get("reset_totp") is True and (row.totp_secret is not None or row.totp_enabled_at):
             updates.update(totp_secret=None, totp_enabled_at=None, totp_last_step=None)
             end_sessions = True
             note("staff.totp_reset")
         if end_sessions:
-            updates["session_generation"] = (row["session_generation"] or 0) + 1
+            updates["session_generation"] = (row.session_generation or 0) + 1
         if updates:
             db.execute(f"UPDATE staff SET {', '.join(f'{column} = ?' for column in updates)} WHERE id = ?",
                        [*updates.values(), staff_id])

@@ -34,6 +34,7 @@ generation moves on, and tokens carry the generation they were issued under).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections import OrderedDict
@@ -59,10 +60,10 @@ from ..errors import (
     TooManyAttempts,
     WrongSecondFactor,
 )
+from ..records.rows import Staff
+from ..timefmt import format_time
 from . import audit
 from .accounts import MAX_PASSWORD_BYTES, check_new_password, hash_password, password_matches
-
-from ..timefmt import format_time
 
 # Checked against when the username is unknown, so that answer takes as long
 # as a wrong password. Its password is random and was thrown away.
@@ -186,10 +187,12 @@ def _refuse_while_throttled(archive: Archive, username: str, client: str) -> Non
 # -- logging in ---------------------------------------------------------------
 
 def authenticate_staff(archive: Archive, username, password, totp_code=None, *, client: str) -> dict:
-    """Check a login and return the account: `id`, `username`, `role`,
-    `organisation_id`, `session_generation`, `totp_enabled` and
-    `totp_setup_required` (the operator requires a second factor for this
-    role and the account has none: the session may only set one up).
+    """Check a login and return what a new session needs (a dict: the login
+    views, `server/public.py` among them, read it by key): `id`,
+    `username`, `role`, `organisation_id`, `session_generation`,
+    `totp_enabled` and `totp_setup_required` (the operator requires a
+    second factor for this role and the account has none: the session may
+    only set one up).
 
     `client` is an opaque key for where the attempt comes from (never an
     address): failures are throttled per (username, client).
@@ -204,58 +207,58 @@ def authenticate_staff(archive: Archive, username, password, totp_code=None, *, 
         raise BadCredentials("Wrong username or password.")
     now = archive.clock()
     _refuse_while_throttled(archive, username, client)
-    row = archive.database.one("SELECT * FROM staff WHERE username = ?", [username])
+    row = archive.database.fetch_one(Staff, "SELECT * FROM staff WHERE username = ?", [username])
     if row is None:
         # Spend the same effort as a real check so timing does not tell.
         password_matches(password, _DUMMY_HASH)
         _count_failure(archive, username, client, None, "unknown_user")
-    if not password_matches(password, row["password_hash"]):
+    if not password_matches(password, row.password_hash):
         _count_failure(archive, username, client, row, "wrong_password")
-    if row["disabled_at"] is not None:
+    if row.disabled_at is not None:
         _count_failure(archive, username, client, row, "disabled")
-    totp_enabled = row["totp_enabled_at"] is not None
+    totp_enabled = row.totp_enabled_at is not None
     if totp_enabled:
         if totp_code in (None, ""):
             raise SecondFactorRequired("This account has a second factor: send the 6-digit code from the "
                                        "authenticator app as totp.")
         secret = _totp_secret(archive, row)
         step = matching_step(secret, totp_code, now.timestamp()) if secret else None
-        if step is None or (row["totp_last_step"] is not None and step <= row["totp_last_step"]):
+        if step is None or (row.totp_last_step is not None and step <= row.totp_last_step):
             _count_failure(archive, username, client, row, "wrong_totp")
     with archive.database.transaction() as db:
         if totp_enabled:
-            db.execute("UPDATE staff SET totp_last_step = ? WHERE id = ?", [step, row["id"]])
+            db.execute("UPDATE staff SET totp_last_step = ? WHERE id = ?", [step, row.id])
         audit.append_entry(db, at=format_time(now), actor=f"staff:{username}", action="staff.login",
-                           organisation_id=row["organisation_id"],
+                           organisation_id=row.organisation_id,
                            detail={"username": username, "second_factor": totp_enabled})
     login_throttle(archive).succeeded(username, client)
     return {
-        "id": row["id"], "username": row["username"], "role": row["role"],
-        "organisation_id": row["organisation_id"], "session_generation": row["session_generation"] or 0,
+        "id": row.id, "username": row.username, "role": row.role,
+        "organisation_id": row.organisation_id, "session_generation": row.session_generation or 0,
         "totp_enabled": totp_enabled,
         "totp_setup_required": second_factor_setup_required(archive, row),
     }
 
 
-def second_factor_setup_required(archive: Archive, row: dict) -> bool:
+def second_factor_setup_required(archive: Archive, row: Staff) -> bool:
     """True when the operator requires TOTP for custodians
     (`WITNESS_REQUIRE_CUSTODIAN_TOTP`) and this custodian has none yet."""
-    return archive.settings.require_custodian_totp and row["role"] == "custodian" and row["totp_enabled_at"] is None
+    return archive.settings.require_custodian_totp and row.role == "custodian" and row.totp_enabled_at is None
 
 
-def _count_failure(archive: Archive, username: str, client: str, row: dict | None, reason: str):
+def _count_failure(archive: Archive, username: str, client: str, row: Staff | None, reason: str):
     """Record a failed login, then raise `BadCredentials`."""
     _record_failure(archive, username, client, row, reason)
     raise BadCredentials("Wrong username or password.")
 
 
-def _record_failure(archive: Archive, username: str, client: str, row: dict | None, reason: str) -> None:
+def _record_failure(archive: Archive, username: str, client: str, row: Staff | None, reason: str) -> None:
     """Count a failure against (username, client) and write it to the audit
     log (with the username, never the client); when it starts a wait, that
     is written too (`staff.login_throttled`). An unknown username's entries
     belong to no organisation, so only the operator sees them."""
     failures, wait = login_throttle(archive).failed(username, client)
-    organisation_id = row["organisation_id"] if row else None
+    organisation_id = row.organisation_id if row else None
     actor = f"staff:{username}" if row else "anonymous"
     with archive.database.transaction() as db:
         at = archive.now()
@@ -269,17 +272,19 @@ def _record_failure(archive: Archive, username: str, client: str, row: dict | No
 
 # -- sessions ---------------------------------------------------------------
 
-def staff_session(archive: Archive, staff_id: int, session_id: str | None) -> dict | None:
-    """The account behind a staff token, if the account is active and the
-    session has not ended; else None. One query, run on every request."""
-    row = archive.database.one(
-        """SELECT s.id, s.username, s.role, s.organisation_id, s.session_generation, s.totp_enabled_at,
-                  s.disabled_at, EXISTS(SELECT 1 FROM ended_sessions e WHERE e.sid = ?) AS ended
+def staff_session(archive: Archive, staff_id: int, session_id: str | None) -> Staff | None:
+    """The account behind a staff token (its `session_generation` 0 when
+    never moved on), if the account is active and the session has not
+    ended; else None. One query, run on every request."""
+    found = archive.database.one(
+        """SELECT s.*, EXISTS(SELECT 1 FROM ended_sessions e WHERE e.sid = ?) AS ended
            FROM staff s WHERE s.id = ?""", [session_id or "", staff_id])
-    if row is None or row["disabled_at"] is not None or row["ended"]:
+    if found is None or found["ended"]:
         return None
-    row["session_generation"] = row["session_generation"] or 0
-    return row
+    row = Staff.of(found)
+    if row.disabled_at is not None:
+        return None
+    return dataclasses.replace(row, session_generation=row.session_generation or 0)
 
 
 def end_session(archive: Archive, session_id: str, expires_at: int, *, actor: str, organisation_id: int) -> None:
@@ -304,20 +309,20 @@ def change_own_password(archive: Archive, staff_id: int, current_password, new_p
     used to guess it for long. Raises `InvalidInput`
     (`wrong_current_password`, `weak_password`) and `TooManyAttempts` while
     that pair must wait (nothing checked)."""
-    row = archive.database.one("SELECT * FROM staff WHERE id = ?", [staff_id])
-    _refuse_while_throttled(archive, row["username"], client)
+    row = archive.database.fetch_one(Staff, "SELECT * FROM staff WHERE id = ?", [staff_id])
+    _refuse_while_throttled(archive, row.username, client)
     if not isinstance(current_password, str) \
             or len(current_password.encode("utf-8", "replace")) > MAX_PASSWORD_BYTES \
-            or not password_matches(current_password, row["password_hash"]):
-        _record_failure(archive, row["username"], client, row, "wrong_current_password")
+            or not password_matches(current_password, row.password_hash):
+        _record_failure(archive, row.username, client, row, "wrong_current_password")
         raise InvalidInput("wrong_current_password", "current_password is not this account's password.")
-    login_throttle(archive).succeeded(row["username"], client)
-    new_hash = hash_password(check_new_password(new_password, username=row["username"]))
+    login_throttle(archive).succeeded(row.username, client)
+    new_hash = hash_password(check_new_password(new_password, username=row.username))
     with archive.database.transaction() as db:
         db.execute("UPDATE staff SET password_hash = ?, session_generation = COALESCE(session_generation, 0) + 1 "
                    "WHERE id = ?", [new_hash, staff_id])
-        audit.append_entry(db, at=archive.now(), actor=f"staff:{row['username']}", action="staff.password_changed",
-                           organisation_id=row["organisation_id"], detail={"username": row["username"]})
+        audit.append_entry(db, at=archive.now(), actor=f"staff:{row.username}", action="staff.password_changed",
+                           organisation_id=row.organisation_id, detail={"username": row.username})
 
 
 def remove_own_totp(archive: Archive, staff_id: int, code, *, client: str) -> bool:
@@ -332,27 +337,27 @@ def remove_own_totp(archive: Archive, staff_id: int, code, *, client: str) -> bo
     wrong current password. Raises `WrongSecondFactor` for a wrong, replayed
     or missing code and `TooManyAttempts` while that pair must wait (nothing
     checked)."""
-    row = archive.database.one("SELECT * FROM staff WHERE id = ?", [staff_id])
-    if row["totp_enabled_at"] is None:
-        if row["totp_secret"] is not None:
+    row = archive.database.fetch_one(Staff, "SELECT * FROM staff WHERE id = ?", [staff_id])
+    if row.totp_enabled_at is None:
+        if row.totp_secret is not None:
             with archive.database.transaction() as db:
                 db.execute("UPDATE staff SET totp_secret = NULL WHERE id = ? AND totp_enabled_at IS NULL", [staff_id])
         return False
-    _refuse_while_throttled(archive, row["username"], client)
+    _refuse_while_throttled(archive, row.username, client)
     now = archive.clock()
     secret = _totp_secret(archive, row)
     step = matching_step(secret, code, now.timestamp()) if secret else None
-    if step is None or (row["totp_last_step"] is not None and step <= row["totp_last_step"]):
-        _record_failure(archive, row["username"], client, row, "wrong_totp_to_remove")
+    if step is None or (row.totp_last_step is not None and step <= row.totp_last_step):
+        _record_failure(archive, row.username, client, row, "wrong_totp_to_remove")
         raise WrongSecondFactor("That is not a current code from this account's authenticator app (each code works "
                                 "once: after logging in with one, wait for the next). Lost the app? A custodian "
                                 "can reset the second factor.")
-    login_throttle(archive).succeeded(row["username"], client)
+    login_throttle(archive).succeeded(row.username, client)
     with archive.database.transaction() as db:
         db.execute("UPDATE staff SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL "
                    "WHERE id = ?", [staff_id])
-        audit.append_entry(db, at=format_time(now), actor=f"staff:{row['username']}", action="staff.totp_removed",
-                           organisation_id=row["organisation_id"], detail={"username": row["username"]})
+        audit.append_entry(db, at=format_time(now), actor=f"staff:{row.username}", action="staff.totp_removed",
+                           organisation_id=row.organisation_id, detail={"username": row.username})
     return True
 
 
@@ -363,16 +368,16 @@ def start_totp_setup(archive: Archive, staff_id: int) -> dict:
     Raises `SecondFactorAlreadyOn` if one is confirmed already."""
     secret = new_totp_secret()
     with archive.database.transaction() as db:
-        row = next(iter(db.query("SELECT * FROM staff WHERE id = ?", [staff_id])))
-        if row["totp_enabled_at"] is not None:
+        row = db.fetch_one(Staff, "SELECT * FROM staff WHERE id = ?", [staff_id])
+        if row.totp_enabled_at is not None:
             raise SecondFactorAlreadyOn("A second factor is already set up. To replace it, remove it first (POST "
                                         "/v1/auth/totp/remove with a current code); lost the app? A custodian can "
                                         "reset it.")
         db.execute("UPDATE staff SET totp_secret = ? WHERE id = ?",
-                   [_seal(archive, row["id"], secret), staff_id])
-        audit.append_entry(db, at=archive.now(), actor=f"staff:{row['username']}", action="staff.totp_setup_started",
-                           organisation_id=row["organisation_id"], detail={"username": row["username"]})
-    return _totp_setup_answer(archive, secret, row["username"])
+                   [_seal(archive, row.id, secret), staff_id])
+        audit.append_entry(db, at=archive.now(), actor=f"staff:{row.username}", action="staff.totp_setup_started",
+                           organisation_id=row.organisation_id, detail={"username": row.username})
+    return _totp_setup_answer(archive, secret, row.username)
 
 
 def confirm_totp(archive: Archive, staff_id: int, code) -> None:
@@ -381,10 +386,10 @@ def confirm_totp(archive: Archive, staff_id: int, code) -> None:
     was started, `SecondFactorAlreadyOn` when it is on already."""
     now = archive.clock()
     with archive.database.transaction() as db:
-        row = next(iter(db.query("SELECT * FROM staff WHERE id = ?", [staff_id])))
-        if row["totp_enabled_at"] is not None:
+        row = db.fetch_one(Staff, "SELECT * FROM staff WHERE id = ?", [staff_id])
+        if row.totp_enabled_at is not None:
             raise SecondFactorAlreadyOn("A second factor is already set up.")
-        if row["totp_secret"] is None:
+        if row.totp_secret is None:
             raise WrongSecondFactor("Start with POST /v1/auth/totp to get a secret, then confirm a code from it.")
         secret = _totp_secret(archive, row)
         step = matching_step(secret, code, now.timestamp()) if secret else None
@@ -393,8 +398,8 @@ def confirm_totp(archive: Archive, staff_id: int, code) -> None:
                                     "current code.")
         db.execute("UPDATE staff SET totp_enabled_at = ?, totp_last_step = ? WHERE id = ?",
                    [format_time(now), step, staff_id])
-        audit.append_entry(db, at=format_time(now), actor=f"staff:{row['username']}", action="staff.totp_enabled",
-                           organisation_id=row["organisation_id"], detail={"username": row["username"]})
+        audit.append_entry(db, at=format_time(now), actor=f"staff:{row.username}", action="staff.totp_enabled",
+                           organisation_id=row.organisation_id, detail={"username": row.username})
 
 
 def pending_totp_setup(archive: Archive, staff_id: int) -> dict | None:
@@ -404,13 +409,13 @@ def pending_totp_setup(archive: Archive, staff_id: int) -> dict | None:
     when no setup is pending (none started, one already on, or the secret
     was sealed under keys this server no longer holds). Not audited: it
     shows the account's own secret to its own session. Raises nothing."""
-    row = archive.database.one("SELECT * FROM staff WHERE id = ?", [staff_id])
-    if row is None or row["totp_enabled_at"] is not None or row["totp_secret"] is None:
+    row = archive.database.fetch_one(Staff, "SELECT * FROM staff WHERE id = ?", [staff_id])
+    if row is None or row.totp_enabled_at is not None or row.totp_secret is None:
         return None
     secret = _totp_secret(archive, row)
     if secret is None:
         return None
-    return _totp_setup_answer(archive, secret, row["username"])
+    return _totp_setup_answer(archive, secret, row.username)
 
 
 def _totp_setup_answer(archive: Archive, secret: bytes, username: str) -> dict:
@@ -422,10 +427,10 @@ def _seal(archive: Archive, staff_id: int, secret: bytes) -> bytes:
     return seal_stored_secret(stored_secret_key(archive.keys.token_secret), secret, f"totp staff:{staff_id}")
 
 
-def _totp_secret(archive: Archive, row: dict) -> bytes | None:
+def _totp_secret(archive: Archive, row: Staff) -> bytes | None:
     try:
-        return open_stored_secret(stored_secret_key(archive.keys.token_secret), bytes(row["totp_secret"]),
-                                  f"totp staff:{row['id']}")
+        return open_stored_secret(stored_secret_key(archive.keys.token_secret), row.totp_secret,
+                                  f"totp staff:{row.id}")
     except InvalidEvidence:
         # Sealed under other keys (the keys folder was replaced): no code can
         # match; a custodian resets the second factor.

@@ -37,7 +37,7 @@ def test_devices_that_never_made_a_recording_expire_a_day_after_registering(sett
     clock = Clock(T0)
     archive = Archive(settings, clock=clock)
     other = accounts.create_organisation(archive, "other-org", "Other organisation")
-    code = accounts.create_enrollment_code(archive, organisation_id=other["id"])["code"]
+    code = accounts.create_enrollment_code(archive, organisation_id=other.id)["code"]
 
     idle = [accounts.register_device(archive) for _ in range(3)]
     idle_elsewhere = accounts.register_device(archive, enrollment_code=code)
@@ -64,7 +64,7 @@ def test_devices_that_never_made_a_recording_expire_a_day_after_registering(sett
     # One summary entry per organisation that lost devices, count only.
     entries = expiry_entries(archive)
     assert [(e["organisation_id"], e["actor"], e["detail"]["count"]) for e in entries] == [(1, "system", 4),
-                                                                                          (other["id"], "system", 1)]
+                                                                                          (other.id, "system", 1)]
     assert all(set(e["detail"]) == {"count", "registered_before", "reason"} for e in entries)
     assert all(e["detail"]["registered_before"] == "2026-11-21T14:03:08.123Z" for e in entries)
     assert audit.verify_chain(archive).ok

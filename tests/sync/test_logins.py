@@ -226,12 +226,13 @@ def test_a_custodian_cannot_set_their_own_password_or_reset_their_own_second_fac
                           ({"reset_totp": True}, "second_factor"),
                           ({"role": "custodian", "password": "a takeover password"}, "password")):
         with pytest.raises(OwnAccountElsewhere) as refused:
-            accounts.update_staff(archive, 1, dana["id"], changes, by=dana)
+            accounts.update_staff(archive, 1, dana["id"], changes, by=logins.staff_session(archive, dana["id"], None))
         assert refused.value.what == what and refused.value.code == "use_account_endpoint"
     assert archive.database.one("SELECT * FROM staff WHERE id = ?", [dana["id"]]) == before
     # Another custodian may, and it is audited.
     lee = accounts.create_staff_user(archive, "lee", "custodian", PASSWORD)
-    accounts.update_staff(archive, 1, dana["id"], {"reset_totp": True, "password": "dana's new passphrase"}, by=lee)
+    accounts.update_staff(archive, 1, dana["id"], {"reset_totp": True, "password": "dana's new passphrase"},
+                          by=logins.staff_session(archive, lee["id"], None))
     after = archive.database.one("SELECT * FROM staff WHERE id = ?", [dana["id"]])
     assert after["totp_enabled_at"] is None and after["session_generation"] == before["session_generation"] + 1
     entries = audit.list_entries(archive, 1, audit.AuditFilter(actor="staff:lee"))[0]
