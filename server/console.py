@@ -146,7 +146,8 @@ def request_copy(recording_id: str):
     recording_id = path_recording_id(recording_id)
     form = {"case_reference": request.form.get("case_reference", ""), "purpose": request.form.get("purpose", "")}
     try:
-        made = copies.request_copy(archive(), _who(), recording_id, form)
+        made = copies.request_copy(archive(), _who(), recording_id,
+                                   copies.NewCopyRequest(form["case_reference"], form["purpose"]))
     except InvalidInput as exc:
         return _recording_page(recording_id, form=form, error=exc.message, status=400)
     return redirect(url_for("console.copy_request", request_id=made["request_id"], notice="requested"))
@@ -198,7 +199,7 @@ def _decide(decision, request_id: str, notice: str):
     request_id = copies.parse_request_id(request_id)
     reason = request.form.get("reason", "")
     try:
-        decision(archive(), _who(), request_id, {"reason": reason} if reason else {})
+        decision(archive(), _who(), request_id, copies.Decision(reason or None))
     except InvalidInput as exc:
         return _copy_page(request_id, error=exc.message, reason=reason, status=400)
     return redirect(url_for("console.copy_request", request_id=request_id, notice=notice))

@@ -25,7 +25,10 @@ def _who() -> copies.StaffMember:
 @require_role(LAWYER)
 def request_copy(recording_id: str):
     """A lawyer asks for a signed copy, with a case reference and purpose."""
-    return jsonify(copies.request_copy(archive(), _who(), path_recording_id(recording_id), json_body())), 201
+    recording_id = path_recording_id(recording_id)
+    body = json_body()
+    new = copies.NewCopyRequest(body.get("case_reference"), body.get("purpose"))
+    return jsonify(copies.request_copy(archive(), _who(), recording_id, new)), 201
 
 
 @bp.get("/v1/copy-requests")
@@ -53,14 +56,16 @@ def approve(request_id: str):
     """Approve (optionally with a `reason`); the bundle is then built."""
     request_id = copies.parse_request_id(request_id)
     body = json_body() if has_body() else {}
-    return jsonify(copies.approve(archive(), _who(), request_id, body))
+    return jsonify(copies.approve(archive(), _who(), request_id, copies.Decision(body.get("reason"))))
 
 
 @bp.post("/v1/copy-requests/<request_id>/deny")
 @require_role(CUSTODIAN)
 def deny(request_id: str):
     """Deny, with a `reason`; no bundle is ever built."""
-    return jsonify(copies.deny(archive(), _who(), copies.parse_request_id(request_id), json_body()))
+    request_id = copies.parse_request_id(request_id)
+    decision = copies.Decision(json_body().get("reason"))
+    return jsonify(copies.deny(archive(), _who(), request_id, decision))
 
 
 @bp.get("/v1/copy-requests/<request_id>/bundle")

@@ -26,6 +26,7 @@ from typing import Iterator
 
 from ..archive import BUNDLES_FOLDER, Archive
 from ..errors import BundleNotReady, InvalidInput, NotFound, NotPending, WitnessError
+from ..records.rows import CopyRequest
 from . import audit, bundle
 from .identifiers import parse_canonical_uuid
 from .ingest import owned_recording
@@ -57,17 +58,47 @@ class StaffMember:
         return f"staff:{self.username}"
 
 
+@dataclass(frozen=True)
+class NewCopyRequest:
+    """What a lawyer asks for, as the domain takes it: the `case_reference`
+    (one line, at most 200 characters) and the `purpose` (at most 2000),
+    each trimmed. Made from the values a JSON body or a form sent, which it
+    checks in that order: raises `InvalidInput` (`invalid_case_reference`,
+    `invalid_purpose`) for anything but such text."""
+
+    case_reference: str
+    purpose: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "case_reference",
+                           _text(self.case_reference, "case_reference", MAX_CASE_REFERENCE, one_line=True))
+        object.__setattr__(self, "purpose", _text(self.purpose, "purpose", MAX_TEXT))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A custodian's decision on a request, as the domain takes it: the
+    `reason` (at most 2000 characters, trimmed), which a denial needs and
+    an approval may leave out (None). Raises `InvalidInput`
+    (`invalid_reason`) for a reason that is not such text."""
+
+    reason: str | None = None
+
+    def __post_init__(self):
+        if self.reason is not None:
+            object.__setattr__(self, "reason", _text(self.reason, "reason", MAX_TEXT))
+
+
 def parse_request_id(text) -> str:
     """A copy request id from a path: a canonical UUID; `InvalidInput`."""
     return parse_canonical_uuid(text, "request_id")
 
 
-def request_copy(archive: Archive, who: StaffMember, recording_id: str, body: dict) -> dict:
-    """A lawyer's request for a copy of a recording of their organisation,
-    with `case_reference` and `purpose`. Audited as `copy.requested`.
-    Raises `InvalidInput` and `NotFound`."""
-    case_reference = _text(body.get("case_reference"), "case_reference", MAX_CASE_REFERENCE, one_line=True)
-    purpose = _text(body.get("purpose"), "purpose", MAX_TEXT)
+def request_copy(archive: Archive, who: StaffMember, recording_id: str, new: NewCopyRequest) -> dict:
+    """A lawyer's request `new` for a copy of a recording of their
+    organisation; returns it as `public_request` shows it. Audited as
+    `copy.requested`. Raises `NotFound`."""
+    case_reference, purpose = new.case_reference, new.purpose
     owned_recording(archive, recording_id, organisation_id=who.organisation_id)  # raises NotFound
     request_id = str(uuid.uuid4())
     with archive.database.transaction() as db:
@@ -106,42 +137,45 @@ def list_copy_requests(archive: Archive, who: StaffMember, *, state: str | None 
         params.append(recording_id)
     rows, next_cursor = newest_first_page(archive.database, "copy_requests", where, params, kind="copy-requests",
                                           limit=limit, cursor=cursor)
-    return [public_request(row) for row in rows], next_cursor
+    return [public_request(CopyRequest.of(row)) for row in rows], next_cursor
 
 
-def approve(archive: Archive, who: StaffMember, request_id: str, body: dict) -> dict:
+def approve(archive: Archive, who: StaffMember, request_id: str, decision: Decision) -> dict:
     """A custodian approves a pending request (or approves a failed one
-    again, to retry the build), with an optional `reason`; the scheduler
-    then builds the bundle. Audited as `copy.approved`. Raises `NotFound`,
-    `NotPending` and `InvalidInput`."""
-    reason = _text(body.get("reason"), "reason", MAX_TEXT) if body.get("reason") is not None else None
-    return _decide(archive, who, request_id, "approved", reason, allowed_from=("pending", "failed"))
+    again, to retry the build), with the decision's reason if it has one;
+    the scheduler then builds the bundle. Audited as `copy.approved`.
+    Raises `NotFound` and `NotPending`."""
+    return _decide(archive, who, request_id, "approved", decision.reason, allowed_from=("pending", "failed"))
 
 
-def deny(archive: Archive, who: StaffMember, request_id: str, body: dict) -> dict:
+def deny(archive: Archive, who: StaffMember, request_id: str, decision: Decision) -> dict:
     """A custodian denies a pending request, or withdraws an approval whose
     build has not started (an approved request waiting for its recording's
-    first manifest, or a failed one); a `reason` is required. No bundle is
-    ever built for it. Audited as `copy.denied`."""
-    reason = _text(body.get("reason"), "reason", MAX_TEXT)
-    return _decide(archive, who, request_id, "denied", reason, allowed_from=("pending", "approved", "failed"))
+    first manifest, or a failed one); the decision needs a reason. No
+    bundle is ever built for it. Audited as `copy.denied`. Raises
+    `InvalidInput` (`invalid_reason`) for a decision without a reason, then
+    `NotFound` and `NotPending`."""
+    if decision.reason is None:
+        raise InvalidInput("invalid_reason", _length_rule("reason", MAX_TEXT))
+    return _decide(archive, who, request_id, "denied", decision.reason,
+                   allowed_from=("pending", "approved", "failed"))
 
 
 def _decide(archive: Archive, who: StaffMember, request_id: str, state: str, reason: str | None, *,
             allowed_from: tuple[str, ...]) -> dict:
     with archive.database.transaction() as db:
-        row = next(iter(db.query("SELECT * FROM copy_requests WHERE id = ? AND organisation_id = ?",
-                                 [request_id, who.organisation_id])), None)
+        row = db.fetch_one(CopyRequest, "SELECT * FROM copy_requests WHERE id = ? AND organisation_id = ?",
+                           [request_id, who.organisation_id])
         if row is None:
             raise NotFound("No such copy request.")
-        if row["state"] not in allowed_from:
-            raise NotPending(f"This request is {row['state']}; only a request that is "
+        if row.state not in allowed_from:
+            raise NotPending(f"This request is {row.state}; only a request that is "
                              f"{' or '.join(allowed_from)} can be {state}.")
         now = archive.now()
         db.execute("""UPDATE copy_requests SET state = ?, decided_by = ?, decided_at = ?, decision_reason = ?,
                                                failure = NULL, updated_at = ? WHERE id = ?""",
                    [state, who.username, now, reason, now, request_id])
-        audit.append_entry(db, at=now, actor=who.actor, action=f"copy.{state}", recording_id=row["recording_id"],
+        audit.append_entry(db, at=now, actor=who.actor, action=f"copy.{state}", recording_id=row.recording_id,
                            detail={"request_id": request_id, "reason": reason})
     return copy_request(archive, who, request_id)
 
@@ -152,19 +186,19 @@ class ReadyBundle:
     in the blob store, the request, and its size."""
 
     name: str
-    request: dict
+    request: CopyRequest
     size: int
 
     @property
     def etag(self) -> str:
-        return f'"{self.request["bundle_sha256"]}"'
+        return f'"{self.request.bundle_sha256}"'
 
 
 def ready_bundle(archive: Archive, who: StaffMember, request_id: str) -> ReadyBundle:
     """The bundle of a ready request the viewer may see. Raises `NotFound`
     and `BundleNotReady`."""
     row = _visible_row(archive, who, request_id)
-    if row["state"] != "ready":
+    if row.state != "ready":
         raise BundleNotReady(_not_ready_message(row))
     name = bundle_name(request_id)
     size = archive.blobs.size(name)
@@ -180,8 +214,8 @@ def stream_bundle(archive: Archive, who: StaffMember, bundle: ReadyBundle, start
     `StoreUnavailable` if the blob store cannot be read now."""
     row = bundle.request
     stream = archive.blobs.open(bundle.name, start, end)  # before the audit entry: a failure downloads nothing
-    audit.record(archive, actor=who.actor, action="copy.downloaded", recording_id=row["recording_id"],
-                 detail={"request_id": row["id"], "bundle_sha256": row["bundle_sha256"], "first_byte": start,
+    audit.record(archive, actor=who.actor, action="copy.downloaded", recording_id=row.recording_id,
+                 detail={"request_id": row.id, "bundle_sha256": row.bundle_sha256, "first_byte": start,
                          "last_byte": end, "bundle_size": bundle.size, "partial": partial})
     return _read_range(stream, end - start + 1)
 
@@ -197,54 +231,54 @@ def _read_range(stream, length: int, block: int = 1 << 20) -> Iterator[bytes]:
             yield data
 
 
-def _not_ready_message(row: dict) -> str:
+def _not_ready_message(row: CopyRequest) -> str:
     return {
         "pending": "The request waits for a custodian's decision; there is no bundle yet.",
         "approved": "The request is approved; the bundle will be built shortly (once the recording has a manifest).",
         "building": "The bundle is being built; ask again shortly.",
         "denied": "The request was denied; no bundle exists or will be built.",
         "failed": "Building the bundle failed (see `failure`); a custodian may approve the request again to retry.",
-    }.get(row["state"], "There is no bundle for this request.")
+    }.get(row.state, "There is no bundle for this request.")
 
 
-def _visible_row(archive: Archive, who: StaffMember, request_id: str) -> dict:
-    row = archive.database.one("SELECT * FROM copy_requests WHERE id = ? AND organisation_id = ?",
-                               [request_id, who.organisation_id])
-    if row is None or (who.role != CUSTODIAN and row["requested_by"] != who.username):
+def _visible_row(archive: Archive, who: StaffMember, request_id: str) -> CopyRequest:
+    row = archive.database.fetch_one(CopyRequest, "SELECT * FROM copy_requests WHERE id = ? AND organisation_id = ?",
+                                     [request_id, who.organisation_id])
+    if row is None or (who.role != CUSTODIAN and row.requested_by != who.username):
         raise NotFound("No such copy request.")
     return row
 
 
-def public_request(row: dict) -> dict:
-    """A request as the API shows it."""
-    ready = row["state"] == "ready"
+def public_request(row: CopyRequest) -> dict:
+    """A request as the API shows it (its JSON)."""
+    ready = row.state == "ready"
     return {
-        "request_id": row["id"],
-        "recording_id": row["recording_id"],
-        "state": row["state"],
-        "case_reference": row["case_reference"],
-        "purpose": row["purpose"],
-        "requested_by": row["requested_by"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-        "decided_by": row["decided_by"],
-        "decided_at": row["decided_at"],
-        "decision_reason": row["decision_reason"],
-        "manifest_version": row["manifest_version"],
-        "failure": row["failure"],
+        "request_id": row.id,
+        "recording_id": row.recording_id,
+        "state": row.state,
+        "case_reference": row.case_reference,
+        "purpose": row.purpose,
+        "requested_by": row.requested_by,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "decided_by": row.decided_by,
+        "decided_at": row.decided_at,
+        "decision_reason": row.decision_reason,
+        "manifest_version": row.manifest_version,
+        "failure": row.failure,
         "bundle": {
-            "size": row["bundle_size"],
-            "sha256": row["bundle_sha256"],
-            "built_at": row["built_at"],
+            "size": row.bundle_size,
+            "sha256": row.bundle_sha256,
+            "built_at": row.built_at,
             "filename": bundle_filename(row),
-            "url": f"/v1/copy-requests/{row['id']}/bundle",
+            "url": f"/v1/copy-requests/{row.id}/bundle",
         } if ready else None,
     }
 
 
-def bundle_filename(row: dict) -> str:
+def bundle_filename(row: CopyRequest) -> str:
     """What a downloaded bundle is called."""
-    return f"witness-copy-{row['recording_id']}-{row['id'][:8]}.zip"
+    return f"witness-copy-{row.recording_id}-{row.id[:8]}.zip"
 
 
 def bundle_name(request_id: str) -> str:
@@ -261,13 +295,17 @@ def _text(value, field: str, max_chars: int, *, one_line: bool = False) -> str:
     """A required text field: a string of 1..max_chars characters after
     trimming; printable, with line breaks and tabs allowed unless one_line."""
     if not isinstance(value, str) or not 1 <= len(value.strip()) <= max_chars:
-        raise InvalidInput(f"invalid_{field}", f"{field} must be text of 1 to {max_chars} characters.")
+        raise InvalidInput(f"invalid_{field}", _length_rule(field, max_chars))
     value = value.strip()
     allowed = "" if one_line else "\n\t"
     if any(not (ch.isprintable() or ch in allowed) for ch in value.replace("\r\n", "\n")):
         raise InvalidInput(f"invalid_{field}", f"{field} must be printable text"
                                                f"{' on one line' if one_line else ''} (no control characters).")
     return value.replace("\r\n", "\n")
+
+
+def _length_rule(field: str, max_chars: int) -> str:
+    return f"{field} must be text of 1 to {max_chars} characters."
 
 
 # --- the scheduler's part -------------------------------------------------
@@ -294,13 +332,13 @@ def build_bundle(archive: Archive, request_id: str) -> bool:
     store (files: fsync'd and renamed into place; S3: uploaded in parts), so
     a bundle that exists is whole. Returns True when ready."""
     with archive.database.transaction() as db:
-        row = next(iter(db.query("SELECT * FROM copy_requests WHERE id = ?", [request_id])), None)
-        if row is None or row["state"] != "approved":
+        row = db.fetch_one(CopyRequest, "SELECT * FROM copy_requests WHERE id = ?", [request_id])
+        if row is None or row.state != "approved":
             return False
         now = archive.now()
         db.execute("UPDATE copy_requests SET state = 'building', updated_at = ? WHERE id = ?", [now, request_id])
         audit.append_entry(db, at=now, actor="system", action="copy.build_started",
-                           recording_id=row["recording_id"], detail={"request_id": request_id})
+                           recording_id=row.recording_id, detail={"request_id": request_id})
     folder = archive.settings.data_dir / SCRATCH_FOLDER
     folder.mkdir(mode=0o700, exist_ok=True)
     temporary = folder / f"{_TEMP_PREFIX}{request_id}-{secrets.token_hex(4)}.zip"
@@ -323,14 +361,14 @@ def build_bundle(archive: Archive, request_id: str) -> bool:
     return True
 
 
-def _finish(archive: Archive, row: dict, state: str, columns: dict, *, action: str, detail: dict) -> None:
+def _finish(archive: Archive, row: CopyRequest, state: str, columns: dict, *, action: str, detail: dict) -> None:
     with archive.database.transaction() as db:
         now = archive.now()
         assignments = ", ".join(f"{name} = ?" for name in columns)
         db.execute(f"UPDATE copy_requests SET state = ?, updated_at = ?, {assignments} WHERE id = ?",
-                   [state, now, *columns.values(), row["id"]])
-        audit.append_entry(db, at=now, actor="system", action=action, recording_id=row["recording_id"],
-                           detail={"request_id": row["id"], **detail})
+                   [state, now, *columns.values(), row.id])
+        audit.append_entry(db, at=now, actor="system", action=action, recording_id=row.recording_id,
+                           detail={"request_id": row.id, **detail})
 
 
 def resume_interrupted_builds(archive: Archive) -> int:

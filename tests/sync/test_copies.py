@@ -15,8 +15,8 @@ def test_a_build_cut_short_is_started_again_and_its_partial_zip_removed(settings
     archive = Archive(settings)
     lawyer = StaffMember("lee", "lawyer", 1)
     custodian = StaffMember("dana", "custodian", 1)
-    request = copies.request_copy(archive, lawyer, RECORDING, {"case_reference": "c", "purpose": "p"})
-    copies.approve(archive, custodian, request["request_id"], {})
+    request = copies.request_copy(archive, lawyer, RECORDING, copies.NewCopyRequest("c", "p"))
+    copies.approve(archive, custodian, request["request_id"], copies.Decision())
     # What a leader killed mid-build leaves: the state, and half a zip.
     with archive.database.transaction() as db:
         db.execute("UPDATE copy_requests SET state = 'building' WHERE id = ?", [request["request_id"]])

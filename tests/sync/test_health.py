@@ -163,10 +163,10 @@ def test_the_archive_numbers(settings):
 
     lawyer = copies.StaffMember("lee", "lawyer", 1)
     custodian = copies.StaffMember("dana", "custodian", 1)
-    asked = [copies.request_copy(archive, lawyer, finalized, {"case_reference": f"case {n}", "purpose": "court"})
+    asked = [copies.request_copy(archive, lawyer, finalized, copies.NewCopyRequest(f"case {n}", "court"))
              for n in range(2)]
     assert health.archive_numbers(archive).copy_builds_queued == 0  # pending: nobody approved yet
-    copies.approve(archive, custodian, asked[0]["request_id"], {})
+    copies.approve(archive, custodian, asked[0]["request_id"], copies.Decision())
     assert health.archive_numbers(archive).copy_builds_queued == 1
     assert copies.build_approved_bundles(archive) == [asked[0]["request_id"]]
     assert health.archive_numbers(archive).copy_builds_queued == 0

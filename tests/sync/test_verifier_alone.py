@@ -68,8 +68,8 @@ def bundle(tmp_path_factory) -> Path:
         chunk(archive, device_id, body, key, index, final=index == 2)
     assert finalize.finalize_due_recordings(archive) == [(body.recording_id, 1)]
     request = copies.request_copy(archive, StaffMember("lee", "lawyer", 1), body.recording_id,
-                                  {"case_reference": "People v. Doe", "purpose": "Disclosure"})
-    copies.approve(archive, StaffMember("dana", "custodian", 1), request["request_id"], {})
+                                  copies.NewCopyRequest("People v. Doe", "Disclosure"))
+    copies.approve(archive, StaffMember("dana", "custodian", 1), request["request_id"], copies.Decision())
     assert copies.build_bundle(archive, request["request_id"])
     return copies.bundle_path(archive, request["request_id"])
 
