@@ -93,13 +93,13 @@ def _relative_location(response: Response) -> Response:
 
 # -- the session cookie ------------------------------------------------------
 
-def start_console_session(response: Response, account: dict) -> Response:
+def start_console_session(response: Response, account: logins.Login) -> Response:
     """Set the session cookie for a staff account that just logged in (the
     login `logins.authenticate_staff` returned). It lives as long as an API
     refresh token would."""
     hours = archive().settings.staff_refresh_hours
-    claims = {"role": account["role"], "sid": str(uuid.uuid4()), "gen": account["session_generation"]}
-    token = create_access_token(f"staff:{account['id']}", additional_claims=claims,
+    claims = {"role": account.role, "sid": str(uuid.uuid4()), "gen": account.session_generation}
+    token = create_access_token(f"staff:{account.id}", additional_claims=claims,
                                 expires_delta=timedelta(hours=hours))
     response.set_cookie(COOKIE, token, max_age=hours * 3600, path="/", httponly=True, samesite="Strict",
                         secure=request.is_secure)

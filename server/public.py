@@ -52,7 +52,7 @@ def login():
     staff = logins.authenticate_staff(archive(), body.get("username"), body.get("password"), body.get("totp"),
                                       client=client_key())
     # Exactly the two tokens PROTOCOL.md names; GET /v1/auth/me says the rest.
-    return jsonify(issue_tokens(f"staff:{staff['id']}", staff["role"], generation=staff["session_generation"]))
+    return jsonify(issue_tokens(f"staff:{staff.id}", staff.role, generation=staff.session_generation))
 
 
 @bp.post("/v1/auth/refresh")

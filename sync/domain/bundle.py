@@ -42,7 +42,7 @@ from ..evidence.layout import (
     top_folder,
 )
 from ..evidence.manifest import read_manifest
-from ..records.rows import Chunk, CopyRequest, Manifest, Organisation, Recording
+from ..records.rows import Chunk, CopyRequest, Manifest, Recording
 from ..timefmt import format_time
 from . import accounts
 from .footage import FootageDamaged, iter_chunk_plaintexts, read_ahead
@@ -70,8 +70,6 @@ def write_bundle(archive: Archive, request: CopyRequest, path: Path) -> BundleFa
     Raises `BundleFailed` when the newest manifest's chunks are no longer all
     held intact (the next manifest version will list the gap; approve again
     after it is made)."""
-    if not isinstance(request, CopyRequest):
-        request = CopyRequest.of(request)
     recording_id = request.recording_id
     with archive.database.snapshot() as db:
         recording = db.fetch_one(Recording, "SELECT * FROM recordings WHERE id = ?", [recording_id])
@@ -154,8 +152,6 @@ def write_bundle(archive: Archive, request: CopyRequest, path: Path) -> BundleFa
         add(CUSTODY_LOG_TOKEN, log_token)
 
         organisation = accounts.organisation(archive, request.organisation_id)
-        if not isinstance(organisation, Organisation):
-            organisation = Organisation.of(organisation)
         facts = {
             "request": request, "recording": recording, "manifest": manifest, "stamps": stamps,
             "footage": footage, "organisation": organisation, "built_at": built_at,

@@ -186,8 +186,22 @@ def _refuse_while_throttled(archive: Archive, username: str, client: str) -> Non
 
 # -- logging in ---------------------------------------------------------------
 
-def authenticate_staff(archive: Archive, username, password, totp_code=None, *, client: str) -> dict:
-    """Check a login and return what a new session needs (a dict: the login
+@dataclasses.dataclass(frozen=True)
+class Login:
+    """A login that succeeded: what a new session (tokens or the console's
+    cookie) needs."""
+
+    id: int
+    username: str
+    role: str
+    organisation_id: int | None
+    session_generation: int
+    totp_enabled: bool
+    totp_setup_required: bool
+
+
+def authenticate_staff(archive: Archive, username, password, totp_code=None, *, client: str) -> Login:
+    """Check a login and return what a new session needs (a `Login`: the login
     views, `server/public.py` among them, read it by key): `id`,
     `username`, `role`, `organisation_id`, `session_generation`,
     `totp_enabled` and `totp_setup_required` (the operator requires a
@@ -232,12 +246,9 @@ def authenticate_staff(archive: Archive, username, password, totp_code=None, *, 
                            organisation_id=row.organisation_id,
                            detail={"username": username, "second_factor": totp_enabled})
     login_throttle(archive).succeeded(username, client)
-    return {
-        "id": row.id, "username": row.username, "role": row.role,
-        "organisation_id": row.organisation_id, "session_generation": row.session_generation or 0,
-        "totp_enabled": totp_enabled,
-        "totp_setup_required": second_factor_setup_required(archive, row),
-    }
+    return Login(id=row.id, username=row.username, role=row.role, organisation_id=row.organisation_id,
+                 session_generation=row.session_generation or 0, totp_enabled=totp_enabled,
+                 totp_setup_required=second_factor_setup_required(archive, row))
 
 
 def second_factor_setup_required(archive: Archive, row: Staff) -> bool:

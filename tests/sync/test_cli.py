@@ -12,7 +12,7 @@ def test_create_user_takes_the_password_from_the_environment(app, runner, monkey
     assert result.exit_code == 0, result.output
     assert "created custodian ana" in result.output
     staff = logins.authenticate_staff(app.extensions["witness"], "ana", "a long enough password", client="test")
-    assert staff["role"] == "custodian"
+    assert staff.role == "custodian"
     with pytest.raises(BadCredentials):
         logins.authenticate_staff(app.extensions["witness"], "ana", "a wrong password!!", client="test")
 

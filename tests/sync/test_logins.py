@@ -131,7 +131,7 @@ def test_a_strangers_wrong_passwords_never_keep_the_owner_out(archive, clock, mo
     with pytest.raises(TooManyAttempts):  # the right password is not even checked for the stranger
         logins.authenticate_staff(archive, "rosa", PASSWORD, client="stranger")
     assert len(checked) == 3  # a flood costs no hashing
-    assert logins.authenticate_staff(archive, "rosa", PASSWORD, client="owner")["id"] == made["id"]
+    assert logins.authenticate_staff(archive, "rosa", PASSWORD, client="owner").id == made["id"]
 
     entries, _ = audit.list_entries(archive, 1, audit.AuditFilter(), limit=500)
     actions = [entry["action"] for entry in entries]
@@ -148,7 +148,7 @@ def test_the_wait_ends_and_the_right_password_then_works(archive, clock):
     with pytest.raises(TooManyAttempts) as refused:
         logins.authenticate_staff(archive, "rosa", PASSWORD, client="here")
     clock.advance(refused.value.retry_after)
-    assert logins.authenticate_staff(archive, "rosa", PASSWORD, client="here")["username"] == "rosa"
+    assert logins.authenticate_staff(archive, "rosa", PASSWORD, client="here").username == "rosa"
 
 
 def test_unknown_usernames_are_throttled_alike_and_seen_only_by_the_operator(archive):
@@ -187,7 +187,7 @@ def test_a_wrong_current_password_counts_against_the_same_throttle(archive):
         logins.change_own_password(archive, rosa["id"], PASSWORD, "a new long passphrase", client="c")
     with pytest.raises(TooManyAttempts):
         logins.authenticate_staff(archive, "rosa", PASSWORD, client="c")
-    assert logins.authenticate_staff(archive, "rosa", PASSWORD, client="elsewhere")["username"] == "rosa"
+    assert logins.authenticate_staff(archive, "rosa", PASSWORD, client="elsewhere").username == "rosa"
 
 
 # -- own second factor and custodians' changes --------------------------------------
@@ -213,7 +213,7 @@ def test_removing_ones_own_second_factor_needs_a_fresh_code(archive, clock):
     assert accounts.staff_account(archive, 1, rosa["id"])["totp_enabled"] is True
     assert logins.remove_own_totp(archive, rosa["id"], current_code(key, now + 30), client="elsewhere") is True
     assert accounts.staff_account(archive, 1, rosa["id"])["totp_enabled"] is False
-    assert logins.authenticate_staff(archive, "rosa", PASSWORD, client="elsewhere")["totp_enabled"] is False
+    assert logins.authenticate_staff(archive, "rosa", PASSWORD, client="elsewhere").totp_enabled is False
     actions = [e["action"] for e in audit.list_entries(archive, 1, audit.AuditFilter(actor="staff:rosa"))[0]]
     assert "staff.totp_removed" in actions
 

@@ -61,7 +61,7 @@ def test_a_version_1_file_is_brought_up_to_date(settings):
     report = audit.verify_chain(archive)
     assert report.ok and report.entries == 2 and "predates head anchoring" in report.notes[0]
     staff = logins.authenticate_staff(archive, "old-hand", "an old password!", client="test")  # appends to the old chain
-    assert staff["organisation_id"] == 1 and staff["session_generation"] == 0
+    assert staff.organisation_id == 1 and staff.session_generation == 0
     report = audit.verify_chain(archive)
     assert report.ok and report.entries == 3 and report.head_id == 3 and not report.notes
 
