@@ -32,6 +32,7 @@ _TOKEN_SECRET_FILE = "token-secret"
 # One file for the TSA's key, its certificate and the root's, so workers
 # starting together can never pair a key with another worker's certificate.
 _TSA_FILE = "tsa-identity.pem"
+_LOG_FILE = "log-ed25519.pem"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ServerKeys:
     signing_private: Ed25519PrivateKey
     token_secret: bytes
     tsa: TsaIdentity
+    log_private: Ed25519PrivateKey  # signs the transparency log's checkpoints only
 
     @property
     def hpke_public_raw(self) -> bytes:
@@ -86,13 +88,18 @@ def load_or_create_server_keys(keys_dir: str | os.PathLike, *, now: datetime) ->
         folder / _TOKEN_SECRET_FILE, lambda: base64.b64encode(secrets.token_bytes(48)) + b"\n"
     )
     tsa_pem = _load_or_create(folder / _TSA_FILE, lambda: _new_tsa_pem(now))
+    log_pem = _load_or_create(folder / _LOG_FILE, lambda: _private_pem(Ed25519PrivateKey.generate()))
     hpke_key = serialization.load_pem_private_key(hpke_pem, password=None)
+    log_key = serialization.load_pem_private_key(log_pem, password=None)
+    if not isinstance(log_key, Ed25519PrivateKey):
+        raise ValueError(f"{folder / _LOG_FILE} is not an Ed25519 private key")
     signing_key = serialization.load_pem_private_key(signing_pem, password=None)
     if not isinstance(hpke_key, X25519PrivateKey):
         raise ValueError(f"{folder / _HPKE_FILE} is not an X25519 private key")
     if not isinstance(signing_key, Ed25519PrivateKey):
         raise ValueError(f"{folder / _SIGNING_FILE} is not an Ed25519 private key")
-    return ServerKeys(hpke_key, signing_key, base64.b64decode(token_secret.strip()), _load_tsa(folder / _TSA_FILE, tsa_pem))
+    return ServerKeys(hpke_key, signing_key, base64.b64decode(token_secret.strip()),
+                      _load_tsa(folder / _TSA_FILE, tsa_pem), log_key)
 
 
 def _new_tsa_pem(now: datetime) -> bytes:

@@ -14,7 +14,7 @@ from sync.archive import Archive
 from sync.domain.scheduler import start_background_jobs
 from sync.settings import Settings
 
-from . import account, console, console_account, console_custodians, copies, custodians, devices, pages, public, recorder, staff
+from . import account, console, console_account, console_custodians, copies, custodians, devices, log, pages, public, recorder, staff
 from . import health
 from .auth import VerifiedTokens, register_token_callbacks
 from .cli import witness
@@ -48,7 +48,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_error_handlers(app)
     pages.configure(app)
     for blueprint in (public.bp, account.bp, devices.bp, staff.bp, copies.bp, custodians.bp, recorder.bp, console.bp,
-                      console_custodians.bp, console_account.bp):
+                      console_custodians.bp, console_account.bp, log.bp):
         app.register_blueprint(blueprint)
     health.init_app(app)  # /healthz, /readyz, /metrics and the device metrics
     app.cli.add_command(witness)

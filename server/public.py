@@ -8,7 +8,7 @@ from importlib import resources
 from flask import Blueprint, Response, jsonify
 
 from crypto.signing import public_key_pem
-from sync.domain import logins
+from sync.domain import logins, transparency
 from sync.domain.ingest import b64url_encode as _b64url
 
 from .auth import DEVICE, STAFF_ROLES, archive, issue_access_token_for_refresh, issue_tokens, require_role
@@ -35,6 +35,7 @@ def keys():
             "public_key_pem": public_key_pem(server_keys.signing_private.public_key()),
         },
         tsa={"certificate_chain_pem": server_keys.tsa.chain_pem()},
+        log={"origin": transparency.log_origin(archive()), "vkey": transparency.log_signer(archive()).verifier.vkey},
     )
 
 

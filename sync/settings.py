@@ -26,6 +26,10 @@ class Settings:
     # How often the leader anchors the recordings' audit chains in the
     # server-wide one (sync/domain/audit.py), when any grew.
     audit_anchor_seconds: float = 10.0
+    # The transparency log (sync/domain/transparency.py): its origin line
+    # (None: derived from its key) and how often the leader signs a checkpoint.
+    log_origin: str | None = None
+    log_checkpoint_seconds: float = 5.0
     device_access_minutes: int = 15
     device_refresh_days: int = 365
     staff_access_minutes: int = 15
@@ -76,6 +80,8 @@ class Settings:
             open_enrollment=_flag(env, "WITNESS_OPEN_ENROLLMENT", True),
             scheduler_interval_seconds=_number(env, "WITNESS_SCHEDULER_INTERVAL_SECONDS", 1.0, float),
             audit_anchor_seconds=_number(env, "WITNESS_AUDIT_ANCHOR_SECONDS", 10.0, float),
+            log_origin=env.get("WITNESS_LOG_ORIGIN") or None,
+            log_checkpoint_seconds=_number(env, "WITNESS_LOG_CHECKPOINT_SECONDS", 5.0, float),
             require_custodian_totp=_flag(env, "WITNESS_REQUIRE_CUSTODIAN_TOTP", False),
             login_max_failures=_number(env, "WITNESS_LOGIN_MAX_FAILURES", 5, int),
             login_lockout_seconds=_number(env, "WITNESS_LOGIN_LOCKOUT_SECONDS", 900, int),

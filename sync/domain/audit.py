@@ -47,6 +47,7 @@ from ..errors import InvalidInput
 from ..evidence.custody import ENTRY_FIELDS, GENESIS, entry_digest, public_entry
 from ..records import Unit
 from ..timefmt import normalize_time
+from . import transparency
 from .paging import make_cursor, read_cursor, split_page
 
 _HEAD_KEY = "audit_head"
@@ -66,7 +67,9 @@ def append_entry(
     it. `actor` is `device:<id>`, `staff:<username>`, `operator`, `system` or
     `anonymous`. An entry about a recording belongs to the recording's
     organisation (looked up unless the caller passes it); otherwise to
-    `organisation_id` (None: the whole server)."""
+    `organisation_id` (None: the whole server). The entry is also appended
+    to the transparency log in the same transaction (`transparency.py`);
+    the answer carries its leaf's index and data as `log_index`, `log_leaf`."""
     last = db.one("SELECT id FROM audit ORDER BY id DESC LIMIT 1")
     entry_id = (last["id"] + 1) if last else 1
     prev = recording_prev = None
@@ -91,12 +94,13 @@ def append_entry(
     }
     entry["sha256"] = entry_digest(entry)
     db.execute(_INSERT, [entry[column] for column in ENTRY_FIELDS])
+    log_index, leaf = transparency.append_leaf(db, entry_id, entry["sha256"])
     if recording_id is not None:
         db.upsert("audit_heads", {"recording_id": recording_id, "entry_id": entry_id, "sha256": entry["sha256"]},
                   key=["recording_id"])
     else:
         db.upsert("meta", {"key": _HEAD_KEY, "value": f"{entry_id}:{entry['sha256']}"}, key=["key"])
-    return entry
+    return {**entry, "log_index": log_index, "log_leaf": leaf}
 
 
 _INSERT = f"INSERT INTO audit ({', '.join(ENTRY_FIELDS)}) VALUES ({', '.join('?' for _ in ENTRY_FIELDS)})"

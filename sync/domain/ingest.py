@@ -72,7 +72,7 @@ from ..errors import (
 from ..records.rows import Chunk, Device, Recording
 from ..storage import LocalChunkDisk
 from ..timefmt import format_time
-from . import audit
+from . import audit, transparency
 from .disk import below_watermark
 from .identifiers import parse_canonical_uuid
 
@@ -297,7 +297,7 @@ def accept_chunk(archive: Archive, device_id: str, upload: ChunkUpload, *, recor
 
     def record(db) -> tuple[dict | None, Chunk | None]:
         """The chunk's row, in a commit shared with other uploads of this
-        process: `(receipt, None)`, or `(None, held row)` when a concurrent
+        process: `((received_at, log_index, leaf), None)`, or `(None, held row)` when a concurrent
         upload of this index committed first. Runs on whichever thread
         commits, so it uses only its arguments."""
         held = db.fetch_one(Chunk, "SELECT * FROM chunks WHERE recording_id = ? AND idx = ?", [recording_id, index])
@@ -311,12 +311,16 @@ def accept_chunk(archive: Archive, device_id: str, upload: ChunkUpload, *, recor
         if _removal_announced_since(db, recording_id, name, horizon):
             raise Busy(_REMOVAL_UNDER_WAY)
         now = archive.now()
+        entry = audit.append_entry(db, at=now, actor=f"device:{device_id}", action="chunk.received",
+                                   recording_id=recording_id, organisation_id=recording.organisation_id,
+                                   detail={"index": index, "ciphertext_sha256": ciphertext_sha256,
+                                           "size": len(body), "final": final})
         db.execute(
             """INSERT INTO chunks (recording_id, idx, final, size, sha256, ciphertext_size,
-                                   ciphertext_sha256, received_at, captured_at, device_signature)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                                   ciphertext_sha256, received_at, captured_at, device_signature, log_index)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [recording_id, index, int(final), len(plaintext), hashlib.sha256(plaintext).hexdigest(),
-             len(body), ciphertext_sha256, now, captured_at, signature])
+             len(body), ciphertext_sha256, now, captured_at, signature, entry["log_index"]])
         db.execute(
             """UPDATE recordings SET generation = generation + 1,
                    first_received_at = COALESCE(first_received_at, :now),
@@ -329,20 +333,18 @@ def accept_chunk(archive: Archive, device_id: str, upload: ChunkUpload, *, recor
                WHERE id = :id""",
             {"now": now, "final": int(final), "idx": index, "id": recording_id, "size": len(plaintext)},
         )
-        audit.append_entry(db, at=now, actor=f"device:{device_id}", action="chunk.received",
-                           recording_id=recording_id, organisation_id=recording.organisation_id,
-                           detail={"index": index, "ciphertext_sha256": ciphertext_sha256,
-                                   "size": len(body), "final": final})
-        return _receipt(index, len(body), ciphertext_sha256, now), None
+        return (now, entry["log_index"], entry["log_leaf"]), None
 
     try:
-        receipt, held = archive.chunk_commits.run(record)
+        acknowledged, held = archive.chunk_commits.run(record)
     except BaseException:
         # Nothing partial: the row was rolled back, so the object goes too.
         discard_unheld_chunks(archive, recording_id, [name])
         raise
-    if receipt is not None:
-        return receipt, True
+    if acknowledged is not None:
+        received_at, log_index, leaf = acknowledged
+        return _receipt(archive, recording_id, index, len(body), ciphertext_sha256, received_at, log_index,
+                        leaf), True
     # A concurrent upload of the same index committed first.
     if held.ciphertext_sha256 != ciphertext_sha256:
         discard_unheld_chunks(archive, recording_id, [name])
@@ -457,13 +459,22 @@ def _held_chunk(archive: Archive, recording_id: str, index: int) -> Chunk | None
     return archive.database.fetch_one(Chunk, "SELECT * FROM chunks WHERE recording_id = ? AND idx = ?", [recording_id, index])
 
 
-def _receipt(index: int, size: int, sha256: str, received_at: str) -> dict:
-    return {"index": index, "size": size, "sha256": sha256, "received_at": received_at}
+def _receipt(archive: Archive, recording_id: str, index: int, size: int, sha256: str, received_at: str,
+             log_index: int | None, leaf: bytes | None = None) -> dict:
+    """The acknowledgement (PROTOCOL.md), and with it, when the chunk is in
+    the transparency log, the signed receipt (`transparency.sign_receipt`)."""
+    answer = {"index": index, "size": size, "sha256": sha256, "received_at": received_at}
+    if log_index is not None:
+        answer["receipt"] = transparency.sign_receipt(archive, recording_id=recording_id, index=index,
+                                                      ciphertext_sha256=sha256, received_at=received_at,
+                                                      log_index=log_index, leaf=leaf)
+    return answer
 
 
 def _settle_duplicate(archive, device_id, recording_id, index, held: Chunk, ciphertext_sha256):
     if held.ciphertext_sha256 == ciphertext_sha256:
-        return _receipt(index, held.ciphertext_size, held.ciphertext_sha256, held.received_at), False
+        return _receipt(archive, recording_id, index, held.ciphertext_size, held.ciphertext_sha256, held.received_at,
+                        held.log_index), False
     with archive.database.transaction() as db:
         audit.append_entry(db, at=archive.now(), actor=f"device:{device_id}", action="chunk.conflict",
                            recording_id=recording_id,

@@ -23,7 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from ..archive import Archive
 from ..leader import LeaderLock
-from . import audit
+from . import audit, transparency
 from .copies import build_approved_bundles, resume_interrupted_builds
 from .expiry import expire_unused_devices
 from .finalize import finalize_due_recordings
@@ -79,6 +79,9 @@ class BackgroundJobs:
                           id="reconcile", max_instances=1, coalesce=True)
         scheduler.add_job(run_device_expiry, "interval", args=[self.archive], seconds=_EXPIRE_DEVICES_EVERY_SECONDS,
                           id="expire_devices", max_instances=1, coalesce=True)
+        scheduler.add_job(run_log_checkpoint, "interval", args=[self.archive],
+                          seconds=self.archive.settings.log_checkpoint_seconds,
+                          id="log_checkpoint", max_instances=1, coalesce=True)
         scheduler.add_job(run_audit_anchor, "interval", args=[self.archive],
                           seconds=self.archive.settings.audit_anchor_seconds,
                           id="audit_anchor", max_instances=1, coalesce=True)
@@ -120,6 +123,7 @@ def run_startup_jobs(archive: Archive) -> None:
     whatever became due while no process was leading, and delete devices
     that expired unused meanwhile."""
     run_reconcile(archive)
+    run_log_checkpoint(archive)
     run_time_stamp_backfill(archive)
     run_finalizer(archive)
     run_device_expiry(archive)
@@ -136,6 +140,13 @@ def run_finalizer(archive: Archive) -> None:
             log.info("finalized %s as manifest version %d", recording_id, version)
     except Exception:
         log.exception("finalization failed")
+
+
+def run_log_checkpoint(archive: Archive) -> None:
+    try:
+        transparency.make_checkpoint(archive)
+    except Exception:
+        log.exception("signing the transparency log's checkpoint failed")
 
 
 def run_audit_anchor(archive: Archive) -> None:

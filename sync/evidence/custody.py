@@ -75,3 +75,20 @@ def read_custody_line(line: bytes, number: int) -> dict:
     """The entry on line `number` (from 1) of a custody log, without its
     newline. Raises `MalformedEvidence` unless it is canonical JSON."""
     return read_canonical_object(line, f"line {number} of the custody log")
+
+
+# The transparency log's leaf for an audit entry (docs/transparency.md): a
+# salted commitment to the entry's hash, so the public log reveals nothing of
+# the footage or the people until a bundle opens its own entries' salts.
+LOG_LEAF_DOMAIN = b"witness-sync/v1 audit-entry\n"
+LOG_SALT_BYTES = 32
+
+
+def log_leaf(salt: bytes, entry_sha256: str) -> bytes:
+    """The 32-byte leaf data of the audit entry whose `sha256` (hex) is
+    `entry_sha256`: SHA-256(LOG_LEAF_DOMAIN || salt || the entry hash's 32
+    bytes). Raises `ValueError` for a salt of the wrong length or a hash that
+    is not 64 hex digits."""
+    if len(salt) != LOG_SALT_BYTES or len(entry_sha256) != 64:
+        raise ValueError("a log leaf needs a 32-byte salt and a SHA-256 in hex")
+    return hashlib.sha256(LOG_LEAF_DOMAIN + salt + bytes.fromhex(entry_sha256)).digest()

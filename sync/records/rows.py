@@ -133,6 +133,7 @@ class Chunk(Row):
     received_at: str
     captured_at: str | None
     device_signature: str | None
+    log_index: int | None  # its `chunk.received` entry's leaf in the transparency log (schema 6 on)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,8 @@ def test_keys_are_made_once_with_private_modes(tmp_path):
     assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
     for path in keys_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(p.name for p in keys_dir.iterdir()) == ["hpke-x25519.pem", "signing-ed25519.pem", "token-secret",
-                                                          "tsa-identity.pem"]
+    assert sorted(p.name for p in keys_dir.iterdir()) == ["hpke-x25519.pem", "log-ed25519.pem", "signing-ed25519.pem",
+                                                          "token-secret", "tsa-identity.pem"]
     assert first.tsa.chain_pem() == second.tsa.chain_pem()
 
 

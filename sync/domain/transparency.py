@@ -1,0 +1,217 @@
+"""The transparency log: every audit entry (every chunk receipt and every
+custody event) as a leaf of an append-only RFC 9162 Merkle log, with signed,
+time-stamped checkpoints (docs/transparency.md; issue 14).
+
+- `append_leaf` runs inside the audit entry's own write transaction
+  (`audit.append_entry` calls it), so an entry and its leaf are durable
+  together or not at all, and a receipt's leaf index is known when it is
+  acknowledged. The leaf is a salted commitment to the entry's hash
+  (`sync/evidence/custody.py` `log_leaf`): the log reveals nothing of the
+  footage or the people; the salts stay in the records, and a copy bundle
+  opens those of its own recording's entries.
+- The tree is kept as the hash of every complete subtree (`tlog_hashes`,
+  keyed by Go sumdb/tlog's stored hash index), so appending costs one read
+  of at most log2(n) hashes and under two writes on average, and tiles,
+  roots and proofs never need the whole tree (`crypto/tlog/merkle.py`).
+- `make_checkpoint`, run by the background-jobs leader every
+  `log_checkpoint_seconds` whether or not anything arrived (a fixed cadence,
+  so the timing of checkpoints says nothing about activity), signs the
+  current tree head as a C2SP tlog-checkpoint (a signed note, the log's own
+  Ed25519 key) and has it RFC 3161 time-stamped by the built-in TSA. The
+  newest signed note is what `GET /log/checkpoint` serves; the first
+  checkpoint of every tree size is kept with its token (`tlog_checkpoints`).
+- `tile` and `entry_bundle` serve the log read-only in the C2SP tlog-tiles
+  layout (`server/log.py`), so existing transparency tooling can read and
+  mirror it.
+
+Entries written before schema version 6 are not in the log (they stay
+covered by the hash chains, `audit.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from crypto.tlog.checkpoint import Checkpoint, sign_checkpoint
+from crypto.tlog.merkle import HashReader, leaf_hash, prove_consistency, prove_inclusion, stored_hash_index, \
+    stored_hashes_for_leaf, tree_hash
+from crypto.tlog.note import Ed25519Signer
+from crypto.tlog.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, entry_bundle as pack_entries, tile_bytes
+from crypto.tsa import time_stamp
+
+from ..archive import Archive
+from ..errors import NotFound
+from ..evidence.custody import LOG_SALT_BYTES, log_leaf
+from ..evidence.receipt import signed_receipt
+from ..records import Unit
+
+_NOTE_KEY = "tlog_checkpoint"  # meta: the newest signed checkpoint note
+
+
+def log_origin(archive: Archive) -> str:
+    """The log's origin line (its name in checkpoints and its key's name):
+    `WITNESS_LOG_ORIGIN`, else `witness-sync/log-<16 hex digits of the log
+    key's SHA-256>`, stable for as long as the keys folder is kept."""
+    if archive.settings.log_origin:
+        return archive.settings.log_origin
+    raw = archive.keys.log_private.public_key().public_bytes_raw()
+    return f"witness-sync/log-{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+def log_signer(archive: Archive) -> Ed25519Signer:
+    return Ed25519Signer(log_origin(archive), archive.keys.log_private)
+
+
+def append_leaf(db: Unit, audit_id: int, entry_sha256: str) -> tuple[int, bytes]:
+    """Inside the caller's write transaction (the audit entry's): append the
+    leaf committing to entry `audit_id`; return its index and data."""
+    last = db.one("SELECT idx FROM tlog_leaves ORDER BY idx DESC LIMIT 1")
+    index = last["idx"] + 1 if last else 0
+    salt = secrets.token_bytes(LOG_SALT_BYTES)
+    data = log_leaf(salt, entry_sha256)
+    for stored in stored_hashes_for_leaf(index, leaf_hash(data), hash_reader(db)):
+        db.execute("INSERT INTO tlog_hashes (position, hash) VALUES (?, ?)",
+                   [stored_hash_index(stored.level, stored.index), stored.hash])
+    db.execute("INSERT INTO tlog_leaves (idx, audit_id, salt, data) VALUES (?, ?, ?, ?)",
+               [index, audit_id, salt, data])
+    return index, data
+
+
+def hash_reader(db) -> HashReader:
+    """The stored hashes of the log's tree, read in one query per call."""
+    def read(coordinates) -> list[bytes]:
+        positions = [stored_hash_index(level, index) for level, index in coordinates]
+        if not positions:
+            return []
+        rows = db.query(f"SELECT position, hash FROM tlog_hashes WHERE position IN "
+                        f"({', '.join('?' for _ in positions)})", positions)
+        found = {row["position"]: bytes(row["hash"]) for row in rows}
+        missing = [p for p in positions if p not in found]
+        if missing:
+            raise ValueError(f"the log's stored hash {missing[0]} is missing from the records")
+        return [found[p] for p in positions]
+    return read
+
+
+def log_size(db) -> int:
+    last = db.one("SELECT idx FROM tlog_leaves ORDER BY idx DESC LIMIT 1")
+    return last["idx"] + 1 if last else 0
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """A checkpoint as made: the tree size, its root, the signed note and
+    the built-in TSA's token over the SHA-256 of the note."""
+
+    size: int
+    root_hash: bytes
+    note: str
+    tsr: bytes
+
+
+def make_checkpoint(archive: Archive) -> SignedHead:
+    """Sign and time-stamp the log's current tree head, make it the one
+    served, and keep it if the log reached a new size. Run on a fixed
+    cadence by the leader."""
+    with archive.database.snapshot() as db:
+        size = log_size(db)
+        root = tree_hash(size, hash_reader(db))
+    note = sign_checkpoint(Checkpoint(log_origin(archive), size, root), log_signer(archive))
+    token = time_stamp(archive.keys.tsa, hashlib.sha256(note.encode("utf-8")).digest(), at=archive.clock())
+    with archive.database.transaction() as db:
+        db.upsert("meta", {"key": _NOTE_KEY, "value": note}, key=["key"])
+        if db.one("SELECT 1 AS held FROM tlog_checkpoints WHERE size = ?", [size]) is None:
+            db.insert("tlog_checkpoints", {"size": size, "note": note, "tsr": token, "created_at": archive.now()})
+    return SignedHead(size, root, note, token)
+
+
+def latest_checkpoint(archive: Archive) -> str:
+    """The newest signed checkpoint note. `NotFound` before the first one."""
+    row = archive.database.one("SELECT value FROM meta WHERE key = ?", [_NOTE_KEY])
+    if row is None:
+        raise NotFound("The log has no checkpoint yet; the server signs one within seconds of starting.")
+    return row["value"]
+
+
+def checkpoint_at(archive: Archive, size: int) -> tuple[str, bytes]:
+    """`(note, token)` of the first checkpoint of tree size `size`. `NotFound`."""
+    row = archive.database.one("SELECT note, tsr FROM tlog_checkpoints WHERE size = ?", [size])
+    if row is None:
+        raise NotFound(f"The log kept no checkpoint of size {size}.")
+    return row["note"], bytes(row["tsr"])
+
+
+def _published_size(archive: Archive) -> int:
+    """The size of the newest checkpoint: what tiles may be served for (a
+    leaf not yet under a checkpoint is not published yet)."""
+    return archive.database.one("SELECT COALESCE(MAX(size), 0) AS size FROM tlog_checkpoints")["size"]
+
+
+def _published(wanted: Tile, row_length: int) -> bool:
+    """Whether a tile of a row of `row_length` hashes (or leaves) exists: a
+    full tile the row covers, or a partial one shorter than full that fits
+    (any width up to the row's end, so a reader holding an older checkpoint
+    finds its own)."""
+    end = wanted.index * TILE_WIDTH + wanted.width
+    return end <= row_length and (wanted.full or end > wanted.index * TILE_WIDTH)
+
+
+def tile(archive: Archive, wanted: Tile) -> bytes:
+    """The bytes of a hash tile of the published tree (C2SP tlog-tiles): a
+    full tile once the tree covers it, a partial one of exactly the width
+    the newest checkpoint's tree has. `NotFound` for any other."""
+    if not _published(wanted, _published_size(archive) >> (TILE_HEIGHT * wanted.level)):
+        raise NotFound("The log has no such tile (yet).")
+    with archive.database.snapshot() as db:
+        return tile_bytes(wanted, hash_reader(db))
+
+
+def entry_bundle(archive: Archive, wanted: Tile) -> bytes:
+    """The leaf data of a level-0 tile's leaves, as a C2SP tlog-tiles entry
+    bundle (each leaf a 32-byte commitment). `NotFound` as for `tile`."""
+    if not _published(wanted, _published_size(archive)):
+        raise NotFound("The log has no such entry bundle (yet).")
+    first = wanted.index * TILE_WIDTH
+    rows = archive.database.query("SELECT data FROM tlog_leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
+                                  [first, first + wanted.width])
+    return pack_entries([bytes(row["data"]) for row in rows])
+
+
+def inclusion_proof(archive: Archive, index: int, size: int) -> list[bytes]:
+    """The proof that leaf `index` is in the tree of `size` leaves (a size
+    some checkpoint has). `NotFound` when it is not."""
+    with archive.database.snapshot() as db:
+        if not 0 <= index < size <= log_size(db):
+            raise NotFound(f"Leaf {index} is not in a tree of size {size} of this log.")
+        return prove_inclusion(size, index, hash_reader(db))
+
+
+def consistency_proof(archive: Archive, old_size: int, new_size: int) -> list[bytes]:
+    """The proof that the tree of `old_size` is a prefix of that of
+    `new_size` (for witnesses). `NotFound` for sizes the log never had."""
+    with archive.database.snapshot() as db:
+        if not 0 < old_size <= new_size <= log_size(db):
+            raise NotFound(f"No consistency proof from size {old_size} to {new_size} in this log.")
+        return prove_consistency(old_size, new_size, hash_reader(db))
+
+
+def sign_receipt(archive: Archive, *, recording_id: str, index: int, ciphertext_sha256: str, received_at: str,
+                 log_index: int, leaf: bytes | None = None) -> dict:
+    """The signed receipt of an acknowledged chunk (docs/transparency.md):
+    what the organisation acknowledged and when, with the chunk's leaf in
+    the log, signed with the log's key so a phone or its lawyer can show it
+    whatever later happens to the records (`evidence.receipt`)."""
+    if leaf is None:  # a retry's answer: the leaf as the first one made it
+        leaf = bytes(archive.database.one("SELECT data FROM tlog_leaves WHERE idx = ?", [log_index])["data"])
+    return signed_receipt(archive.keys.log_private, log_origin=log_origin(archive), leaf_index=log_index,
+                          leaf=leaf, recording_id=recording_id, index=index, ciphertext_sha256=ciphertext_sha256,
+                          received_at=received_at)
+
+
+def leaf_of_entry(archive: Archive, audit_id: int) -> tuple[int, bytes] | None:
+    """`(leaf index, salt)` of an audit entry's leaf, or None for an entry
+    from before the log (for bundles and receipts, never served alone)."""
+    row = archive.database.one("SELECT idx, salt FROM tlog_leaves WHERE audit_id = ?", [audit_id])
+    return (row["idx"], bytes(row["salt"])) if row else None
