@@ -105,10 +105,17 @@ def write_bundle(archive: Archive, request: CopyRequest, path: Path) -> BundleFa
         info.external_attr = 0o644 << 16
         try:
             with zf.open(info, "w", force_zip64=True) as out:
-                # The whole footage's hash is checked against the manifest below.
-                for _, plaintext in read_ahead(iter_chunk_plaintexts(archive, recording, rows, check_hash=False)):
+                # The whole footage's hash, checked against the manifest below,
+                # is taken in the read-ahead thread with the reads and the
+                # decryption; this one computes the zip's CRC and hands on.
+                def hashed(pieces):
+                    for _, plaintext in pieces:
+                        footage_hash.update(plaintext)
+                        yield plaintext
+
+                for plaintext in read_ahead(hashed(iter_chunk_plaintexts(archive, recording, rows,
+                                                                         check_hash=False))):
                     out.write(plaintext)
-                    footage_hash.update(plaintext)
                     footage_size += len(plaintext)
         except FootageDamaged as exc:
             raise BundleFailed(f"{exc}; approve again once the recording is finalized anew") from exc
