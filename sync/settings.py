@@ -30,6 +30,8 @@ class Settings:
     # (None: derived from its key) and how often the leader signs a checkpoint.
     log_origin: str | None = None
     log_checkpoint_seconds: float = 5.0
+    # Witnesses that cosign its checkpoints: (add-checkpoint base URL, vkey).
+    log_witnesses: tuple[tuple[str, str], ...] = ()
     device_access_minutes: int = 15
     device_refresh_days: int = 365
     staff_access_minutes: int = 15
@@ -82,6 +84,7 @@ class Settings:
             audit_anchor_seconds=_number(env, "WITNESS_AUDIT_ANCHOR_SECONDS", 10.0, float),
             log_origin=env.get("WITNESS_LOG_ORIGIN") or None,
             log_checkpoint_seconds=_number(env, "WITNESS_LOG_CHECKPOINT_SECONDS", 5.0, float),
+            log_witnesses=_witnesses(env.get("WITNESS_LOG_WITNESSES", "")),
             require_custodian_totp=_flag(env, "WITNESS_REQUIRE_CUSTODIAN_TOTP", False),
             login_max_failures=_number(env, "WITNESS_LOGIN_MAX_FAILURES", 5, int),
             login_lockout_seconds=_number(env, "WITNESS_LOGIN_LOCKOUT_SECONDS", 900, int),
@@ -152,3 +155,20 @@ def _flag(env, name, default):
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be true or false, not {raw!r}")
+
+
+def _witnesses(text: str) -> tuple[tuple[str, str], ...]:
+    """`WITNESS_LOG_WITNESSES`: entries separated by commas or newlines,
+    each `<base URL> <vkey>` (the URL the witness's `add-checkpoint` is
+    under, and the key line its operator gave). Raises `ValueError` naming
+    the entry that is not."""
+    witnesses = []
+    for entry in (part.strip() for part in text.replace("\n", ",").split(",")):
+        if not entry:
+            continue
+        url, _, vkey = entry.partition(" ")
+        vkey = vkey.strip()
+        if not url.startswith(("http://", "https://")) or " " in vkey or len(vkey.split("+", 2)) != 3:
+            raise ValueError(f"WITNESS_LOG_WITNESSES: {entry!r} is not '<http(s) URL> <vkey>'")
+        witnesses.append((url.rstrip("/"), vkey))
+    return tuple(witnesses)

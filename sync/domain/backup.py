@@ -270,7 +270,8 @@ def restore(archive: Archive, source: Path, say: Say = lambda line: None) -> Sum
 # Tables in an order that satisfies every foreign key, for `move_archive`.
 _TABLE_ORDER = ("organisations", "devices", "staff", "enrollment_codes", "recordings", "chunks", "manifests",
                 "audit", "audit_heads", "copy_requests", "ended_sessions", "login_failures", "chunk_removals",
-                "tlog_leaves", "tlog_hashes", "tlog_checkpoints", "meta")
+                "tlog_leaves", "tlog_hashes", "tlog_checkpoints", "tlog_witness_state", "tlog_cosignatures",
+                "meta")
 
 
 def move_archive(archive: Archive, source: Path, say: Say = lambda line: None) -> Summary:

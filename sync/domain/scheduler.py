@@ -82,6 +82,11 @@ class BackgroundJobs:
         scheduler.add_job(run_log_checkpoint, "interval", args=[self.archive],
                           seconds=self.archive.settings.log_checkpoint_seconds,
                           id="log_checkpoint", max_instances=1, coalesce=True)
+        if self.archive.settings.log_witnesses:
+            # Its own job: a slow witness never delays the next checkpoint.
+            scheduler.add_job(run_log_witnessing, "interval", args=[self.archive],
+                              seconds=self.archive.settings.log_checkpoint_seconds,
+                              id="log_witnessing", max_instances=1, coalesce=True)
         scheduler.add_job(run_audit_anchor, "interval", args=[self.archive],
                           seconds=self.archive.settings.audit_anchor_seconds,
                           id="audit_anchor", max_instances=1, coalesce=True)
@@ -147,6 +152,13 @@ def run_log_checkpoint(archive: Archive) -> None:
         transparency.make_checkpoint(archive)
     except Exception:
         log.exception("signing the transparency log's checkpoint failed")
+
+
+def run_log_witnessing(archive: Archive) -> None:
+    try:
+        transparency.send_to_witnesses(archive)
+    except Exception:
+        log.exception("sending the transparency log's checkpoint to its witnesses failed")
 
 
 def run_audit_anchor(archive: Archive) -> None:

@@ -31,14 +31,20 @@ covered by the hash chains, `audit.py`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 
-from crypto.tlog.checkpoint import Checkpoint, sign_checkpoint
+import requests
+
+from crypto import InvalidEvidence
+from crypto.tlog.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint
+from crypto.tlog.cosignature import CosignatureVerifier
 from crypto.tlog.merkle import HashReader, leaf_hash, prove_consistency, prove_inclusion, stored_hash_index, \
     stored_hashes_for_leaf, tree_hash
 from crypto.tlog.note import Ed25519Signer
 from crypto.tlog.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, entry_bundle as pack_entries, tile_bytes
+from crypto.tlog.witness import SIZE_CONTENT_TYPE, AddCheckpoint, parse_conflict_body, parse_cosignatures_body
 from crypto.tsa import time_stamp
 
 from ..archive import Archive
@@ -48,6 +54,7 @@ from ..evidence.receipt import signed_receipt
 from ..records import Unit
 
 _NOTE_KEY = "tlog_checkpoint"  # meta: the newest signed checkpoint note
+log = logging.getLogger("witness.transparency")
 
 
 def log_origin(archive: Archive) -> str:
@@ -128,11 +135,119 @@ def make_checkpoint(archive: Archive) -> SignedHead:
 
 
 def latest_checkpoint(archive: Archive) -> str:
-    """The newest signed checkpoint note. `NotFound` before the first one."""
+    """The newest signed checkpoint note, with the cosignature lines the
+    witnesses gave for its tree (a cosignature covers the checkpoint's text,
+    which is the same for every note of one size). `NotFound` before the
+    first one."""
+    note = _latest_note(archive)
+    size = parse_checkpoint(note[:note.index("\n\n") + 1]).size
+    lines = archive.database.query("SELECT line FROM tlog_cosignatures WHERE size = ? ORDER BY witness", [size])
+    return note + "".join(row["line"] for row in lines)
+
+
+def _latest_note(archive: Archive) -> str:
     row = archive.database.one("SELECT value FROM meta WHERE key = ?", [_NOTE_KEY])
     if row is None:
         raise NotFound("The log has no checkpoint yet; the server signs one within seconds of starting.")
     return row["value"]
+
+
+@dataclass(frozen=True)
+class LogWitness:
+    """A witness the log sends its checkpoints to (`WITNESS_LOG_WITNESSES`)."""
+
+    url: str
+    verifier: CosignatureVerifier
+
+
+def configured_witnesses(archive: Archive) -> list[LogWitness]:
+    """The configured witnesses. Raises `ValueError` for a vkey that is not
+    a cosignature/v1 key."""
+    witnesses = []
+    for url, vkey in archive.settings.log_witnesses:
+        try:
+            witnesses.append(LogWitness(url, CosignatureVerifier.from_vkey(vkey)))
+        except InvalidEvidence:
+            raise ValueError(f"WITNESS_LOG_WITNESSES: {vkey!r} is not a witness's cosignature/v1 key") from None
+    return witnesses
+
+
+WITNESS_TIMEOUT_SECONDS = 5.0
+
+
+def send_to_witnesses(archive: Archive, post=None) -> list[str]:
+    """Send the newest checkpoint to every configured witness that has not
+    cosigned its size yet (C2SP tlog-witness `add-checkpoint`, with the
+    consistency proof from the size the witness last cosigned), keep each
+    cosignature that verifies, and return the names of the witnesses that
+    cosigned now. A witness that says it holds another size (409) is
+    believed for the next round, which proves from there; one that is down
+    or answers otherwise is tried again next round. Never raises for a
+    witness's failure."""
+    post = post or requests.post
+    witnesses = configured_witnesses(archive)
+    if not witnesses:
+        return []
+    note = _latest_note(archive)
+    text = note[:note.index("\n\n") + 1]
+    size = parse_checkpoint(text).size
+    cosigned = []
+    for witness in witnesses:
+        name = witness.verifier.vkey
+        held = archive.database.one("SELECT size FROM tlog_witness_state WHERE witness = ?", [name])
+        old = held["size"] if held else 0
+        if archive.database.one("SELECT 1 AS held FROM tlog_cosignatures WHERE size = ? AND witness = ?",
+                                [size, name]) is not None or size == 0:
+            continue
+        if old > size:
+            log.error("witness %s holds size %d, larger than this log's %d: was the log's database rolled back?",
+                      witness.url, old, size)
+            continue
+        proof = consistency_proof(archive, old, size) if 0 < old < size else []
+        body = AddCheckpoint(old, tuple(proof), note).body()
+        try:
+            answer = post(witness.url + "/add-checkpoint", data=body, timeout=WITNESS_TIMEOUT_SECONDS,
+                          headers={"Content-Type": "text/plain; charset=utf-8"})
+        except requests.RequestException as exc:
+            log.warning("witness %s is unreachable (tried again next round): %s", witness.url, exc)
+            continue
+        if answer.status_code == 409 and answer.headers.get("Content-Type", "").startswith(SIZE_CONTENT_TYPE):
+            try:
+                _note_witness_size(archive, name, parse_conflict_body(answer.content))
+            except InvalidEvidence:
+                log.warning("witness %s answered 409 without a size", witness.url)
+            continue
+        if answer.status_code != 200:
+            log.warning("witness %s refused checkpoint %d: %d %s", witness.url, size, answer.status_code,
+                        answer.text[:200].strip())
+            continue
+        try:
+            lines = [sig for sig in parse_cosignatures_body(answer.content)
+                     if sig.name == witness.verifier.name and sig.key_id == witness.verifier.key_id
+                     and witness.verifier.verify(text.encode("utf-8"), sig.signature)]
+        except InvalidEvidence:
+            lines = []
+        if not lines:
+            log.error("witness %s answered 200 without a cosignature that verifies with its key", witness.url)
+            continue
+        with archive.database.transaction() as db:
+            db.upsert("tlog_cosignatures", {"size": size, "witness": name, "line": lines[0].line(),
+                                            "received_at": archive.now()}, key=["size", "witness"])
+            db.upsert("tlog_witness_state", {"witness": name, "size": size, "updated_at": archive.now()},
+                      key=["witness"])
+        cosigned.append(witness.verifier.name)
+    return cosigned
+
+
+def _note_witness_size(archive: Archive, name: str, size: int) -> None:
+    with archive.database.transaction() as db:
+        db.upsert("tlog_witness_state", {"witness": name, "size": size, "updated_at": archive.now()}, key=["witness"])
+
+
+def cosignatures_at(archive: Archive, size: int) -> list[str]:
+    """The cosignature lines kept for the checkpoint of tree size `size`."""
+    return [row["line"] for row in archive.database.query(
+        "SELECT line FROM tlog_cosignatures WHERE size = ? ORDER BY witness", [size])]
 
 
 def checkpoint_at(archive: Archive, size: int) -> tuple[str, bytes]:

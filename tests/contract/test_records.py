@@ -252,10 +252,11 @@ def test_a_file_of_version_3_is_brought_to_what_a_new_file_is(tmp_path):
     new, old = tmp_path / "new.sqlite3", tmp_path / "old.sqlite3"
     open_records(("sqlite", str(new))).close()
     open_records(("sqlite", str(old))).close()
-    with sqlite3.connect(old) as conn:  # the last release without chunk_removals (or what versions 5 and 6 add)
+    with sqlite3.connect(old) as conn:  # the last release without chunk_removals (or what versions 5 to 7 add)
         conn.execute("DROP TABLE chunk_removals")
         conn.execute("DROP TABLE audit_heads")
-        for table in ("tlog_leaves", "tlog_hashes", "tlog_checkpoints"):  # and version 6's
+        for table in ("tlog_leaves", "tlog_hashes", "tlog_checkpoints", "tlog_witness_state",
+                      "tlog_cosignatures"):  # and versions 6's and 7's
             conn.execute(f"DROP TABLE {table}")
         conn.execute("ALTER TABLE chunks DROP COLUMN log_index")
         conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")

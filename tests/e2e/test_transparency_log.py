@@ -6,16 +6,21 @@ root, one leaf per audit entry, and leaves that reveal nothing."""
 from __future__ import annotations
 
 import base64
+import hashlib
+from datetime import datetime, timezone
 
 import pytest
 import requests
 
 from crypto import InvalidEvidence
+from crypto.keys import load_or_create_server_keys
 from crypto.tlog.checkpoint import open_checkpoint
+from crypto.tlog.cosignature import CosignatureVerifier
 from crypto.tlog.merkle import check_inclusion, leaf_hash, prove_inclusion, tree_hash
-from crypto.tlog.note import Ed25519Verifier
+from crypto.tlog.note import Ed25519Signer, Ed25519Verifier
 from crypto.tlog.tiles import Tile, hash_reader_from_tiles, read_entry_bundle
 from sync.evidence.receipt import check_receipt
+from tests.e2e.test_cosigner import CosignerProcess
 from tests.support import Phone, ServerProcess, wait_until
 
 
@@ -99,3 +104,39 @@ def test_every_acknowledgement_carries_a_receipt_the_log_proves(logged):
         leaf = base64.b64decode(receipt["leaf"])
         proof = prove_inclusion(head.size, receipt["leaf_index"], reader)
         check_inclusion(leaf_hash(leaf), receipt["leaf_index"], head.size, head.root_hash, proof)
+
+
+def test_a_partner_witness_cosigns_the_checkpoints_as_the_log_grows(tmp_path):
+    """The log's checkpoints go to a real `witness-cosigner` with consistency
+    proofs; the served checkpoint carries its cosignature, which opens with
+    the witness's key, first from size 0 and again once the log grew."""
+    origin = "witness-sync.test/log"
+    keys = load_or_create_server_keys(tmp_path / "server" / "keys", now=datetime.now(timezone.utc))
+    log_verifier = Ed25519Signer(origin, keys.log_private).verifier
+    cosigner = CosignerProcess(tmp_path / "cosigner", [(origin, log_verifier.vkey)])
+    witness = CosignatureVerifier.from_vkey(cosigner.vkey())
+    cosigner.start()
+    server = ServerProcess(tmp_path / "server", WITNESS_LOG_ORIGIN=origin, WITNESS_LOG_CHECKPOINT_SECONDS=0.5,
+                           WITNESS_LOG_WITNESSES=f"{cosigner.url} {witness.vkey}").start()
+    try:
+        def cosigned(beyond: int):
+            answer = requests.get(server.url + "/log/checkpoint")
+            if answer.status_code != 200:
+                return None
+            opened = open_checkpoint(answer.text, origin, [log_verifier, witness])
+            names = {signature.name for signature in opened.note.verified}
+            return opened.checkpoint if witness.name in names and opened.checkpoint.size > beyond else None
+
+        recording = Phone(server).create_recording()
+        assert recording.put(0, recording.chunk(0)).status_code == 201
+        first = wait_until(lambda: cosigned(0), "a cosigned checkpoint", 30)
+        for index in range(1, 4):
+            assert recording.put(index, recording.chunk(index)).status_code == 201
+        later = wait_until(lambda: cosigned(first.size), "a cosigned checkpoint of the grown log", 30)
+        assert later.size > first.size
+        # The witness holds that newest size for the log (what it will prove from next).
+        assert f"{later.size}\n" in requests.get(f"{cosigner.url}/{hashlib.sha256(origin.encode()).hexdigest()}"
+                                                 "/checkpoint").text
+    finally:
+        server.stop()
+        cosigner.kill()

@@ -48,3 +48,12 @@ def test_s3_is_refused_while_chunk_files_are_still_in_the_data_folder(tmp_path):
     Archive(settings_from(tmp_path)).chunks.prepare("5f0c3f0e-8c8e-4a53-9d7f-3a0f2b9e1c11")
     with pytest.raises(ValueError, match="still holds chunk files"):
         Archive(settings_from(tmp_path, WITNESS_CHUNK_STORE="s3://footage/org-a"))
+
+
+def test_log_witnesses_are_read_as_address_and_key_each():
+    vkey = "clinic.example.edu/witness+757867b5+BPk/Blt9YmrTCWkagTpybvbl1Oe2w6fBYg4fFTibCmp1"
+    settings = Settings.from_env({"WITNESS_LOG_WITNESSES": f"https://w.example/ {vkey},\nhttp://127.0.0.1:9 {vkey}"})
+    assert settings.log_witnesses == (("https://w.example", vkey), ("http://127.0.0.1:9", vkey))
+    assert Settings.from_env({}).log_witnesses == ()
+    with pytest.raises(ValueError, match="WITNESS_LOG_WITNESSES"):
+        Settings.from_env({"WITNESS_LOG_WITNESSES": vkey})  # no address
