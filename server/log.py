@@ -1,5 +1,6 @@
 """The transparency log, read-only, for anyone (docs/transparency.md): the
-newest signed checkpoint, the log's verifier key, and the C2SP tlog-tiles
+newest signed checkpoint, the log's verifier key, each kept checkpoint's
+time-stamp tokens (`/log/stamps/<size>`), and the C2SP tlog-tiles
 layout under `/log/` (`/log/checkpoint`, `/log/tile/<L>/<N>[.p/<W>]`,
 `/log/tile/entries/<N>[.p/<W>]`), so existing transparency tooling can read
 it and anyone can mirror it. Nothing here needs a token or reveals what a
@@ -7,7 +8,9 @@ leaf is about: leaves are salted commitments (sync/domain/transparency.py)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+import base64
+
+from flask import Blueprint, Response, jsonify
 
 from crypto.tlog import Malformed
 from crypto.tlog.tiles import parse_entries_path, parse_tile_path
@@ -36,6 +39,21 @@ def key():
     """The log's verifier key (C2SP signed-note vkey): give it to witnesses
     and verifiers, once, over a channel you trust."""
     return Response(transparency.log_signer(archive()).verifier.vkey + "\n", mimetype="text/plain")
+
+
+@bp.get("/log/stamps/<int:size>")
+def stamps(size: int):
+    """The kept checkpoint of a tree size with its RFC 3161 tokens (base64):
+    the built-in TSA's, and the external TSA's once it gave one (null
+    before, or when none is configured, which says the time rests on the
+    operator's own key alone). Each token is over the SHA-256 of `note`."""
+    kept = transparency.checkpoint_stamps(archive(), size)
+    external = kept["external"]
+    return jsonify(size=kept["size"], note=kept["note"], created_at=kept["created_at"],
+                   builtin_tsr=base64.b64encode(kept["builtin_tsr"]).decode("ascii"),
+                   external=None if external is None else {
+                       "tsa_url": external["tsa_url"], "kept_at": external["kept_at"],
+                       "tsr": base64.b64encode(external["tsr"]).decode("ascii")})
 
 
 @bp.get("/log/tile/<path:rest>")

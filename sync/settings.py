@@ -40,8 +40,9 @@ class Settings:
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     totp_issuer: str = "Witness Sync"
-    # An external RFC 3161 TSA whose tokens are kept beside the built-in
-    # one's, and the PEM file of the certificates its tokens chain to.
+    # External RFC 3161 TSAs (one URL, or several separated by commas, asked
+    # in that order) whose tokens are kept beside the built-in one's, and the
+    # PEM file of the certificates their tokens chain to (every root).
     tsa_url: str | None = None
     tsa_ca_file: Path | None = None
     # Below this much free disk, new recordings are refused (507); chunks of
@@ -67,6 +68,11 @@ class Settings:
     # Where the records live: None for SQLite in data_dir, or a
     # postgresql:// URL (sync/records/postgres.py); the leader lock follows.
     database_url: str | None = field(default=None, repr=False)
+
+    @property
+    def tsa_urls(self) -> tuple[str, ...]:
+        """The external TSAs, in the order they are asked (`WITNESS_TSA_URL`)."""
+        return _split_urls(self.tsa_url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -125,12 +131,18 @@ class Settings:
             raise ValueError("WITNESS_DATABASE_URL must be a postgresql:// URL (or unset for SQLite in "
                              "WITNESS_DATA_DIR)")
         if settings.tsa_url is not None:
-            if not settings.tsa_url.startswith(("http://", "https://")):
-                raise ValueError(f"WITNESS_TSA_URL must be an http:// or https:// URL, not {settings.tsa_url!r}")
+            for url in settings.tsa_urls:
+                if not url.startswith(("http://", "https://")):
+                    raise ValueError(f"WITNESS_TSA_URL must be http:// or https:// URLs (commas between several), "
+                                     f"not {url!r}")
             if settings.tsa_ca_file is None:
                 raise ValueError("WITNESS_TSA_URL needs WITNESS_TSA_CA_FILE: the PEM certificates its tokens "
                                  "chain to, which every copy bundle carries so lawyers can verify the tokens")
         return settings
+
+
+def _split_urls(text: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
 
 def _number(env, name, default, kind):

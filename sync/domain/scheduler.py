@@ -82,6 +82,13 @@ class BackgroundJobs:
         scheduler.add_job(run_log_checkpoint, "interval", args=[self.archive],
                           seconds=self.archive.settings.log_checkpoint_seconds,
                           id="log_checkpoint", max_instances=1, coalesce=True)
+        if self.archive.settings.tsa_url is not None:
+            # Every scheduler tick: it asks only when the newest checkpoint
+            # has no external token yet, so a chunk is covered by an
+            # externally stamped checkpoint soon after the checkpoint is made.
+            scheduler.add_job(transparency.CheckpointStampingJob(self.archive), "interval",
+                              seconds=self.archive.settings.scheduler_interval_seconds,
+                              id="log_external_time_stamps", max_instances=1, coalesce=True)
         if self.archive.settings.log_witnesses:
             # Its own job: a slow witness never delays the next checkpoint.
             scheduler.add_job(run_log_witnessing, "interval", args=[self.archive],

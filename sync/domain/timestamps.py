@@ -20,28 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 
-import requests
-
-from crypto.tsa import (TimeStampFacts, TimeStampInvalid, time_stamp, time_stamp_request,
-                        verify_time_stamp_reply)
+from crypto.tsa import TimeStampFacts, TimeStampInvalid, time_stamp
 
 from ..archive import Archive
 from ..timefmt import format_time
 from . import audit
+from .tsa_client import TsaUnavailable, ask_external_tsas
 
 log = logging.getLogger("witness.timestamps")
 
-REQUEST_TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds between bytes of the answer
-MAX_REPLY_BYTES = 256 * 1024  # a token with a long chain is a few KiB
 MAX_RETRY_DELAY_SECONDS = 300.0
-
-
-class TsaUnavailable(Exception):
-    """The external TSA could not be reached or did not answer with a reply."""
 
 
 @dataclass
@@ -80,43 +71,23 @@ def stamp_externally(archive: Archive, *, limit: int = 20) -> StampingRun:
         return run
     for row in rows:
         digest = bytes.fromhex(row["sha256"])
-        nonce = secrets.randbits(64) | 1  # positive, never zero
         try:
-            reply = _ask(settings.tsa_url, time_stamp_request(digest, nonce))
-            facts = verify_time_stamp_reply(reply, digest, nonce, chain_pem)
+            url, reply, facts = ask_external_tsas(settings.tsa_urls, digest, chain_pem)
         except TsaUnavailable as exc:
-            run.failure = f"the time-stamping authority at {settings.tsa_url} is unavailable: {exc}"
+            run.failure = str(exc)
             log.warning("external time-stamps: %s; %d version(s) wait", run.failure, len(rows) - len(run.stamped))
             return run
         except TimeStampInvalid as exc:
-            run.failure = (f"the reply of {settings.tsa_url} for manifest {row['recording_id']} version "
-                           f"{row['version']} does not verify: {exc}")
+            run.failure = f"{exc} (manifest {row['recording_id']} version {row['version']})"
             hint = " (is WITNESS_TSA_CA_FILE the root that TSA chains to?)" if "chain" in str(exc) else ""
             log.error("external time-stamps: %s%s", run.failure, hint)
             return run
-        if _keep_external_token(archive, row, reply, facts):
+        if _keep_external_token(archive, row, url, reply, facts):
             run.stamped.append((row["recording_id"], row["version"]))
     return run
 
 
-def _ask(url: str, query: bytes) -> bytes:
-    try:
-        with requests.post(url, data=query, timeout=REQUEST_TIMEOUT, stream=True,
-                           headers={"Content-Type": "application/timestamp-query",
-                                    "Accept": "application/timestamp-reply"}) as answer:
-            if answer.status_code != 200:
-                raise TsaUnavailable(f"it answered HTTP {answer.status_code}")
-            body = bytearray()
-            for piece in answer.iter_content(64 * 1024):
-                body += piece
-                if len(body) > MAX_REPLY_BYTES:
-                    raise TsaUnavailable(f"its answer is larger than {MAX_REPLY_BYTES} bytes")
-            return bytes(body)
-    except requests.RequestException as exc:
-        raise TsaUnavailable(type(exc).__name__ + (f" ({exc})" if str(exc) else "")) from exc
-
-
-def _keep_external_token(archive: Archive, row: dict, reply: bytes, facts: TimeStampFacts) -> bool:
+def _keep_external_token(archive: Archive, row: dict, url: str, reply: bytes, facts: TimeStampFacts) -> bool:
     with archive.database.transaction() as db:
         cursor = db.execute(
             "UPDATE manifests SET external_tsr = ? WHERE recording_id = ? AND version = ? AND external_tsr IS NULL",
@@ -126,7 +97,7 @@ def _keep_external_token(archive: Archive, row: dict, reply: bytes, facts: TimeS
         audit.append_entry(db, at=archive.now(), actor="system", action="manifest.time_stamped_externally",
                            recording_id=row["recording_id"],
                            detail={"version": row["version"], "manifest_sha256": row["sha256"],
-                                   "tsa_url": archive.settings.tsa_url, **_facts_detail(reply, facts)})
+                                   "tsa_url": url, **_facts_detail(reply, facts)})
     return True
 
 

@@ -52,6 +52,7 @@ from ..errors import NotFound
 from ..evidence.custody import LOG_SALT_BYTES, log_leaf
 from ..evidence.receipt import signed_receipt
 from ..records import Unit
+from .tsa_client import ask_external_tsas
 
 _NOTE_KEY = "tlog_checkpoint"  # meta: the newest signed checkpoint note
 log = logging.getLogger("witness.transparency")
@@ -256,6 +257,75 @@ def checkpoint_at(archive: Archive, size: int) -> tuple[str, bytes]:
     if row is None:
         raise NotFound(f"The log kept no checkpoint of size {size}.")
     return row["note"], bytes(row["tsr"])
+
+
+def checkpoint_stamps(archive: Archive, size: int) -> dict:
+    """The kept checkpoint of tree size `size` with its time-stamps: the
+    built-in TSA's token, and the external TSA's (and which TSA, and when it
+    was kept) or None while there is none, so a reader sees which time rests
+    on the operator's own key alone. `NotFound`."""
+    row = archive.database.one("SELECT * FROM tlog_checkpoints WHERE size = ?", [size])
+    if row is None:
+        raise NotFound(f"The log kept no checkpoint of size {size}.")
+    external = None
+    if row["external_tsr"] is not None:
+        external = {"tsa_url": row["external_tsa_url"], "tsr": bytes(row["external_tsr"]),
+                    "kept_at": row["external_stamped_at"]}
+    return {"size": row["size"], "note": row["note"], "created_at": row["created_at"],
+            "builtin_tsr": bytes(row["tsr"]), "external": external}
+
+
+def stamp_checkpoint_externally(archive: Archive) -> int | None:
+    """Have the newest kept checkpoint time-stamped by the external TSAs
+    (`WITNESS_TSA_URL`, the first that answers), verified against
+    `WITNESS_TSA_CA_FILE` before it is kept; return its size, or None when
+    there was nothing to stamp. Older checkpoints left unstamped are covered
+    by the newer one (the log only grows). Raises `tsa_client.TsaUnavailable`
+    when no TSA answers (the checkpoint keeps its built-in token only, and
+    the caller says so) and `TimeStampInvalid` for a reply that does not
+    verify."""
+    settings = archive.settings
+    row = archive.database.one("SELECT size, note, external_tsr FROM tlog_checkpoints ORDER BY size DESC LIMIT 1")
+    if row is None or row["external_tsr"] is not None or not settings.tsa_urls:
+        return None
+    digest = hashlib.sha256(row["note"].encode("utf-8")).digest()
+    url, reply, _ = ask_external_tsas(settings.tsa_urls, digest, settings.tsa_ca_file.read_bytes())
+    with archive.database.transaction() as db:
+        db.execute("UPDATE tlog_checkpoints SET external_tsr = ?, external_tsa_url = ?, external_stamped_at = ? "
+                   "WHERE size = ? AND external_tsr IS NULL", [reply, url, archive.now(), row["size"]])
+    return row["size"]
+
+
+class CheckpointStampingJob:
+    """The scheduler's job for `stamp_checkpoint_externally`, never raising;
+    after a failure it waits before asking again, doubling up to five
+    minutes, and says once that checkpoints carry the built-in TSA's token
+    only until an external one answers again."""
+
+    def __init__(self, archive: Archive, monotonic=None):
+        import time
+
+        self.archive = archive
+        self._monotonic = monotonic or time.monotonic
+        self._failures = 0
+        self._next_attempt = 0.0
+
+    def __call__(self) -> None:
+        if self._monotonic() < self._next_attempt:
+            return
+        try:
+            stamp_checkpoint_externally(self.archive)
+        except Exception as exc:  # a TSA down, a bad reply, an unreadable CA file
+            if not self._failures:
+                log.warning("checkpoints are time-stamped by the built-in TSA only until an external one answers: "
+                            "%s", exc)
+            delay = min(self.archive.settings.log_checkpoint_seconds * 2 ** self._failures, 300.0)
+            self._failures += 1
+            self._next_attempt = self._monotonic() + delay
+            return
+        if self._failures:
+            log.info("checkpoints are time-stamped externally again")
+        self._failures, self._next_attempt = 0, 0.0
 
 
 def _published_size(archive: Archive) -> int:

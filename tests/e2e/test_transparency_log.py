@@ -21,7 +21,8 @@ from crypto.tlog.note import Ed25519Signer, Ed25519Verifier
 from crypto.tlog.tiles import Tile, hash_reader_from_tiles, read_entry_bundle
 from sync.evidence.receipt import check_receipt
 from tests.e2e.test_cosigner import CosignerProcess
-from tests.support import Phone, ServerProcess, wait_until
+from tests.openssl_tsa import OpensslTsa, TsaHttpServer
+from tests.support import Phone, ServerProcess, openssl_ts_verify, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +141,39 @@ def test_a_partner_witness_cosigns_the_checkpoints_as_the_log_grows(tmp_path):
     finally:
         server.stop()
         cosigner.kill()
+
+
+def test_checkpoints_are_stamped_by_the_first_external_tsa_that_answers(tmp_path):
+    """WITNESS_TSA_URL lists a TSA that is down, then a real `openssl ts`
+    one: the checkpoint covering a new chunk gets that one's token, which
+    `openssl ts -verify` accepts over the note's bytes with the operator's
+    CA file alone, beside the built-in TSA's token."""
+    tsa = TsaHttpServer(OpensslTsa(tmp_path / "tsa", key_type="rsa")).start()
+    server = ServerProcess(tmp_path / "server", WITNESS_LOG_CHECKPOINT_SECONDS=0.5,
+                           WITNESS_TSA_URL=f"http://127.0.0.1:9/down, {tsa.url}",
+                           WITNESS_TSA_CA_FILE=tsa.tsa.ca_file).start()
+    try:
+        answer = Phone(server).create_recording()
+        receipt = answer.put(0, answer.chunk(0)).json()["receipt"]
+
+        def stamped():
+            head = signed_head(server)
+            if head is None or head.size <= receipt["leaf_index"]:
+                return None
+            kept = requests.get(f"{server.url}/log/stamps/{head.size}")
+            return kept.json() if kept.status_code == 200 and kept.json()["external"] else None
+
+        kept = wait_until(stamped, "an externally stamped checkpoint covering the chunk", 60)
+        assert kept["external"]["tsa_url"] == tsa.url
+        note = kept["note"].encode("utf-8")
+        chain = tsa.tsa.ca_file.read_text()
+        done = openssl_ts_verify(tmp_path, note, base64.b64decode(kept["external"]["tsr"]), chain)
+        assert done.returncode == 0 and "Verification: OK" in done.stdout, done.stdout + done.stderr
+        builtin = requests.get(server.url + "/v1/keys").json()["tsa"]["certificate_chain_pem"]
+        (tmp_path / "builtin").mkdir()
+        done = openssl_ts_verify(tmp_path / "builtin", note, base64.b64decode(kept["builtin_tsr"]), builtin)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert requests.get(f"{server.url}/log/stamps/999999").status_code == 404
+    finally:
+        server.stop()
+        tsa.stop()
