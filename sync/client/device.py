@@ -30,9 +30,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from crypto import InvalidEvidence
 from crypto.aead import encrypt_chunk, new_content_key, seal_content_key
 from crypto.signing import public_key_pem, sign_chunk
+from crypto.tlog.checkpoint import open_checkpoint
+from crypto.tlog.merkle import check_inclusion, leaf_hash, prove_inclusion
+from crypto.tlog.note import Ed25519Verifier
+from crypto.tlog.tiles import hash_reader_from_tiles
 
+from ..evidence.receipt import check_receipt
 from ..timefmt import format_time, utc_now
 
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504, 507}
@@ -49,6 +55,11 @@ class UploadRefused(Exception):
 
 class ServerUnreachable(Exception):
     """The deadline passed while the server could not be reached."""
+
+
+class NotYetLogged(Exception):
+    """A kept receipt's leaf is past the log's newest checkpoint (it is
+    signed every few seconds): ask again shortly."""
 
 
 @dataclass
@@ -315,8 +326,94 @@ class DeviceClient:
             raise
         if receipt.get("sha256") != hashlib.sha256(ciphertext).hexdigest():
             raise UploadRefused(200, "bad_receipt", f"the server's receipt for chunk {index} names other bytes")
+        if "receipt" in receipt:
+            self._keep_receipt(recording_id, index, receipt["receipt"], deadline)
         self._drop(recording_id, index)
         return receipt
+
+    # -- receipts ---------------------------------------------------------
+    def _log_key(self, deadline: float | None):
+        log = self.server_keys(deadline).get("log")
+        return Ed25519Verifier.from_vkey(log["vkey"]) if log else None
+
+    def _keep_receipt(self, recording_id: str, index: int, signed: dict, deadline: float | None) -> None:
+        """Check a chunk's signed receipt against the log key the server
+        published and append it to the recording's receipts file (fsync'd
+        before the chunk leaves the outbox), so the phone keeps proof of
+        what the server acknowledged whatever later happens there."""
+        verifier = self._log_key(deadline)
+        if verifier is None:  # a server from before receipts: nothing to keep
+            return
+        try:
+            fields = check_receipt(signed, verifier.public_key)
+            good = (fields["recording_id"], fields["index"]) == (recording_id, index)
+        except InvalidEvidence:
+            good = False
+        # The chunk was acknowledged either way (it is durable there), so it
+        # leaves the outbox; a receipt that does not check out is kept apart,
+        # as evidence of its own, never mixed with the good ones.
+        with self._lock:
+            path = self.receipts_file(recording_id)
+            if not good:
+                path = path.with_name(f"{recording_id}.not-verified.jsonl")
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            with open(path, "ab") as out:
+                out.write(json.dumps(signed, sort_keys=True).encode() + b"\n")
+                out.flush()
+                os.fsync(out.fileno())
+
+    def receipts_file(self, recording_id: str) -> Path:
+        """Where the signed receipts of a recording are kept, one JSON
+        object a line: a small file the witness may give their own lawyer."""
+        return self.outbox / "receipts" / f"{recording_id}.jsonl"
+
+    def receipts(self, recording_id: str) -> list[dict]:
+        try:
+            lines = self.receipts_file(recording_id).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def check_receipts(self, recording_id: str, *, deadline: float | None = None) -> int:
+        """Fetch the log's newest checkpoint (it must open with the log key)
+        and its tiles, and check that every kept receipt's leaf is in the log
+        where the receipt says. Returns how many were checked; raises
+        `UploadRefused` (`receipt_not_in_log`) naming the first that is not,
+        and `NotYetLogged` while the newest checkpoint does not reach one."""
+        verifier = self._log_key(deadline)
+        kept = self.receipts(recording_id)
+        if verifier is None or not kept:
+            return 0
+        try:
+            note = self._call("GET", "/log/checkpoint", auth=False, deadline=deadline).text
+        except UploadRefused as refused:
+            if refused.status == 404:  # the server signs its first checkpoint seconds after starting
+                raise NotYetLogged("the log has no checkpoint yet; ask again in a few seconds") from None
+            raise
+        try:
+            head = open_checkpoint(note, verifier.name, [verifier]).checkpoint
+        except InvalidEvidence:
+            raise UploadRefused(200, "bad_checkpoint", "the log's checkpoint does not open with its key") from None
+        tiles: dict = {}
+
+        def read_tile(tile):
+            if tile not in tiles:
+                tiles[tile] = self._call("GET", f"/log/{tile.path()}", auth=False, deadline=deadline).content
+            return tiles[tile]
+
+        reader = hash_reader_from_tiles(head.size, read_tile)
+        for receipt in kept:
+            leaf_index = receipt["leaf_index"]
+            if leaf_index >= head.size:
+                raise NotYetLogged(f"the log's newest checkpoint ({head.size} leaves) does not reach leaf "
+                                   f"{leaf_index} yet; ask again in a few seconds")
+            try:
+                check_inclusion(leaf_hash(base64.b64decode(receipt["leaf"])), leaf_index, head.size,
+                                head.root_hash, prove_inclusion(head.size, leaf_index, reader))
+            except (InvalidEvidence, ValueError):
+                raise UploadRefused(200, "receipt_not_in_log", f"the receipt for chunk {receipt['index']} is not "
+                                                               f"in the log at leaf {leaf_index}") from None
+        return len(kept)
 
     def _drop(self, recording_id: str, index: int) -> None:
         with self._lock:

@@ -166,6 +166,10 @@ def main(argv=None) -> int:
         progress.done(f"{len(left)} chunks are still in the outbox {args.outbox}; run again later to send them")
         return 1
     progress.done(f"all {pieces} chunks safe on the server; recording {recording_id} is complete")
+    receipts = client.receipts(recording_id)
+    if receipts:
+        progress.done(f"{len(receipts)} signed receipts of what the server acknowledged are in "
+                      f"{client.receipts_file(recording_id)}: keep that file, or give it to your own lawyer")
     return 0
 
 

@@ -3,12 +3,13 @@ delivery after the app restarts and the server comes back."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 import requests
 
-from sync.client.device import Backoff, DeviceClient, ServerUnreachable, UploadRefused
+from sync.client.device import Backoff, DeviceClient, NotYetLogged, ServerUnreachable, UploadRefused
 
 from ..support import ServerProcess
 
@@ -101,5 +102,35 @@ def test_a_registration_that_expired_unused_is_replaced_and_the_recording_still_
                               headers={"Authorization": f"Bearer {observer}"}).json()
         assert detail["device_id"] == phone.device()["device_id"]
         assert [chunk["device_signed"] for chunk in detail["chunks"]] == [True] * 3  # the same key still signs
+    finally:
+        server.stop()
+
+
+def test_the_phone_keeps_signed_receipts_and_finds_each_in_the_log(tmp_path):
+    server = ServerProcess(tmp_path / "server", WITNESS_LOG_CHECKPOINT_SECONDS=0.5).start()
+    try:
+        phone = DeviceClient(server.url, tmp_path / "phone")
+        phone.register()
+        recording_id = phone.start_recording("video/mp4")
+        for i in range(4):
+            phone.add_piece(recording_id, f"piece {i}".encode() * 100, final=i == 3)
+        assert phone.upload_pending(recording_id) == 4
+        kept = phone.receipts(recording_id)
+        assert [r["index"] for r in kept] == [0, 1, 2, 3] and all(r["recording_id"] == recording_id for r in kept)
+        assert not (tmp_path / "phone" / "receipts" / f"{recording_id}.not-verified.jsonl").exists()
+
+        def checked():
+            try:
+                return phone.check_receipts(recording_id)
+            except NotYetLogged:
+                return 0
+        server.wait_for(lambda: checked() == 4)  # once a checkpoint covers the last one
+        # A receipt whose leaf the log does not hold at that index is named.
+        forged = {**kept[1], "leaf_index": kept[2]["leaf_index"]}
+        lines = phone.receipts_file(recording_id).read_text().splitlines()
+        lines[1] = json.dumps(forged, sort_keys=True)
+        phone.receipts_file(recording_id).write_text("\n".join(lines) + "\n")
+        with pytest.raises(UploadRefused, match="receipt_not_in_log"):
+            phone.check_receipts(recording_id)
     finally:
         server.stop()
