@@ -137,6 +137,8 @@ def audit_verify():
     click.echo(f"head: entry {report.head_id or 0} sha256 {report.head_sha256}")
     click.echo(f"server-wide chain head: entry {report.server_head_id} sha256 {report.server_head_sha256}; "
                f"{report.anchors} anchors of the recordings' chains")
+    click.echo(f"transparency log: {report.log_leaves} leaves, each its entry's commitment; newest checkpoint "
+               f"(size {report.log_checkpoint_size}) matches them")
     for note in report.notes:
         click.echo(f"note: {note}")
     click.echo("Record the head somewhere else (a notebook, an e-mail to yourself): a later check that ends "

@@ -225,6 +225,8 @@ class ChainReport:
     server_head_id: int = 0
     server_head_sha256: str = GENESIS
     anchors: int = 0
+    log_leaves: int = 0  # the transparency log's, checked against the entries and its checkpoints
+    log_checkpoint_size: int = 0
     problem: str | None = None
     broken_entry_id: int | None = None
     recordings: int = 0
@@ -284,6 +286,14 @@ def verify_chain(archive: Archive) -> ChainReport:
         report.head_id, report.head_sha256 = entry_id, row["sha256"]
     report.recordings = len(recording_heads)
     _check_recorded_heads(archive, report, recording_heads)
+    if report.ok:
+        keys = getattr(archive, "keys", None)  # a backup's records are checked without the keys
+        verifier = transparency.log_signer(archive).verifier if keys is not None else None
+        origin = transparency.log_origin(archive) if keys is not None else None
+        problem, report.log_leaves, report.log_checkpoint_size = transparency.check_log(
+            archive.database, verifier, origin)
+        if problem is not None:
+            report.problem, report.broken_entry_id = f"transparency log: {problem}", report.head_id
     return report
 
 

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 import requests
 
 from crypto import InvalidEvidence
-from crypto.tlog.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint
+from crypto.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint, sign_checkpoint
 from crypto.tlog.cosignature import CosignatureVerifier
 from crypto.tlog.merkle import HashReader, leaf_hash, prove_consistency, prove_inclusion, stored_hash_index, \
     stored_hashes_for_leaf, tree_hash
-from crypto.tlog.note import Ed25519Signer
+from crypto.tlog.note import Ed25519Signer, Ed25519Verifier
 from crypto.tlog.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, entry_bundle as pack_entries, tile_bytes
 from crypto.tlog.witness import SIZE_CONTENT_TYPE, AddCheckpoint, parse_conflict_body, parse_cosignatures_body
 from crypto.tsa import time_stamp
@@ -400,3 +400,79 @@ def leaf_of_entry(archive: Archive, audit_id: int) -> tuple[int, bytes] | None:
     from before the log (for bundles and receipts, never served alone)."""
     row = archive.database.one("SELECT idx, salt FROM tlog_leaves WHERE audit_id = ?", [audit_id])
     return (row["idx"], bytes(row["salt"])) if row else None
+
+
+def check_log(database, verifier: Ed25519Verifier | None = None, origin: str | None = None) -> tuple[str | None, int, int]:
+    """Check the transparency log in the records against the audit log and
+    its own signed checkpoints, streaming (memory: log2 n hashes): leaf
+    indexes run 0, 1, 2 ... each for the next audit entry, every leaf's data
+    is the commitment to its entry's hash (an entry deleted or edited breaks
+    it), every entry since the first leaf has one, and the tree rebuilt from
+    the leaves has the root every kept checkpoint signed (and, with the log's
+    key, the newest note verifies). Returns `(problem or None, leaves,
+    newest checkpoint size)`; never raises for a broken log."""
+    checkpoints = {row["size"]: row["note"] for row in database.query(
+        "SELECT size, note FROM tlog_checkpoints ORDER BY size")}
+    frontier: dict[int, bytes] = {}
+
+    def read(coordinates):
+        return [frontier[level] for level, _ in coordinates]
+
+    def root_matches(size: int) -> str | None:
+        note = checkpoints[size]
+        try:
+            signed = parse_checkpoint(note[:note.index("\n\n") + 1])
+        except (ValueError, InvalidEvidence):
+            return f"the kept checkpoint of size {size} is not a checkpoint"
+        if signed.root_hash != tree_hash(size, read):
+            return (f"the log's leaves no longer hash to the root its checkpoint of size {size} signed (a leaf "
+                    "or an audit entry under it was changed or removed)")
+        return None
+
+    if 0 in checkpoints and (problem := root_matches(0)):
+        return problem, 0, max(checkpoints)
+    expected, previous_entry, first_entry = 0, None, None
+    after = -1
+    while True:
+        rows = database.query(
+            "SELECT l.idx, l.audit_id, l.salt, l.data, a.sha256 FROM tlog_leaves l "
+            "LEFT JOIN audit a ON a.id = l.audit_id WHERE l.idx > ? ORDER BY l.idx LIMIT 5000", [after])
+        if not rows:
+            break
+        for row in rows:
+            index, audit_id = row["idx"], row["audit_id"]
+            if index != expected:
+                return f"leaf {expected} of the transparency log is missing", expected, max(checkpoints, default=0)
+            if previous_entry is not None and audit_id != previous_entry + 1:
+                return (f"leaf {index} is for audit entry {audit_id}, not {previous_entry + 1}: an entry between "
+                        "them has no leaf"), expected, max(checkpoints, default=0)
+            if row["sha256"] is None:
+                return (f"leaf {index} commits to audit entry {audit_id}, which is gone (deleted)", expected,
+                        max(checkpoints, default=0))
+            if bytes(row["data"]) != log_leaf(bytes(row["salt"]), row["sha256"]):
+                return (f"leaf {index} no longer commits to audit entry {audit_id} (the entry or the leaf was "
+                        "changed)"), expected, max(checkpoints, default=0)
+            for stored in stored_hashes_for_leaf(index, leaf_hash(bytes(row["data"])), read):
+                frontier[stored.level] = stored.hash
+            first_entry = audit_id if first_entry is None else first_entry
+            previous_entry, expected = audit_id, index + 1
+            if expected in checkpoints and (problem := root_matches(expected)):
+                return problem, expected, max(checkpoints)
+        after = rows[-1]["idx"]
+    newest = max(checkpoints, default=0)
+    if newest > expected:
+        return (f"the log's checkpoint of size {newest} is signed, but only {expected} leaves are held (newest "
+                "leaves, and with them audit entries, were deleted)"), expected, newest
+    if first_entry is not None:
+        later = database.one("SELECT COUNT(*) AS n FROM audit WHERE id >= ?", [first_entry])["n"]
+        if later != expected:
+            return (f"{later} audit entries were written since the log began, but it holds {expected} leaves"
+                    ), expected, newest
+    if verifier is not None and origin is not None:
+        row = database.one("SELECT value FROM meta WHERE key = ?", [_NOTE_KEY])
+        if row is not None:
+            try:
+                open_checkpoint(row["value"], origin, [verifier])
+            except InvalidEvidence:
+                return "the newest checkpoint does not verify with the log's key", expected, newest
+    return None, expected, newest

@@ -123,7 +123,8 @@ def test_custodians_filter_and_page_the_log(server, custodian):
 def stopped_server_with_history(tmp_path):
     """Two recordings' chains, anchored once in the server-wide chain, then
     one more chunk of the first recording after the anchor."""
-    server = ServerProcess(tmp_path / "server", WITNESS_AUDIT_ANCHOR_SECONDS=0.5).start()
+    server = ServerProcess(tmp_path / "server", WITNESS_AUDIT_ANCHOR_SECONDS=0.5,
+                           WITNESS_LOG_CHECKPOINT_SECONDS=0.5).start()
     custodian = Staff(server, "aud-verify-custodian", "custodian")
     phone = Phone(server)
     recording, other = phone.create_recording(), phone.create_recording()
@@ -135,6 +136,9 @@ def stopped_server_with_history(tmp_path):
                                     "(SELECT MAX(id) FROM audit WHERE recording_id = ?)", [other.id]),
                "an anchor of both recordings' chains", 30)
     recording.put(4, recording.chunk(4))
+    # ... and a signed checkpoint of the transparency log covering all of it.
+    wait_until(lambda: server.query("SELECT size FROM tlog_checkpoints WHERE size >= "
+                                    "(SELECT COUNT(*) FROM tlog_leaves)"), "a checkpoint of every leaf", 30)
     server.stop()
     server.recording_id, server.other_id = recording.id, other.id
     yield server
@@ -202,15 +206,18 @@ def test_a_rewritten_server_wide_entry_breaks_the_next_one(stopped_server_with_h
 
 
 def test_dropping_a_recordings_newest_entry_shows_in_its_recorded_head(stopped_server_with_history):
-    # The newest row of the log is the first recording's last chunk, after
-    # the anchor: no id is missing and the server-wide chain is whole, but
-    # the recording's recorded head names the entry that went.
+    # The first recording's last chunk, after the anchor, goes with every
+    # row after it, and the server-wide head is set to what is left: no id
+    # is missing and the server-wide chain is whole, but the recording's
+    # recorded head names the entry that went.
     server = stopped_server_with_history
-    (last,) = server.query("SELECT * FROM audit ORDER BY id DESC LIMIT 1")
-    assert last["recording_id"] == server.recording_id and last["action"] == "chunk.received"
+    (last,) = server.query("SELECT * FROM audit WHERE recording_id = ? ORDER BY id DESC LIMIT 1", [server.recording_id])
+    assert last["action"] == "chunk.received"
     (before,) = server.query("SELECT id FROM audit WHERE recording_id = ? AND id < ? ORDER BY id DESC LIMIT 1",
                              [server.recording_id, last["id"]])
-    assert server.execute("DELETE FROM audit WHERE id = ?", [last["id"]]) == 1
+    server.execute("DELETE FROM audit WHERE id >= ?", [last["id"]])
+    (head,) = server.query("SELECT id, sha256 FROM audit WHERE prev_sha256 IS NOT NULL ORDER BY id DESC LIMIT 1")
+    server.execute("UPDATE meta SET value = ? WHERE key = 'audit_head'", [f"{head['id']}:{head['sha256']}"])
     result = verify(server)
     assert result.returncode == 1
     assert (f"recording {server.recording_id}'s chain ends at entry {before['id']}, but entry {last['id']} "
@@ -256,3 +263,33 @@ def test_a_recording_chain_cut_before_an_anchor_breaks_the_anchor(stopped_server
     result = verify(server)
     assert result.returncode == 1
     assert f"anchor entry {anchor['id'] - 1} does not match the recordings' chain heads" in result.stderr, result.stderr
+
+
+def test_deleting_the_newest_entries_and_resetting_the_heads_is_caught_by_the_log(stopped_server_with_history):
+    """Forgery 4 of issue 14, with the database alone: the newest entries
+    about a recording go, its recorded head is reset to what is left, and so
+    is every head an audit check compares. The transparency log's leaves
+    still commit to the deleted entries; and with the leaves and their
+    hashes deleted too, the signed checkpoint names more leaves than are
+    left."""
+    server = stopped_server_with_history
+    newest = server.query("SELECT * FROM audit WHERE recording_id = ? ORDER BY id DESC LIMIT 1",
+                          [server.recording_id])[0]
+    (before,) = server.query("SELECT id, sha256 FROM audit WHERE recording_id = ? AND id < ? ORDER BY id DESC LIMIT 1",
+                             [server.recording_id, newest["id"]])
+    # The newest rows go (the last chunk and any anchor after it), and every
+    # recorded head is set to what is left: the chains alone now look whole.
+    server.execute("DELETE FROM audit WHERE id >= ?", [newest["id"]])
+    server.execute("UPDATE audit_heads SET entry_id = ?, sha256 = ? WHERE recording_id = ?",
+                   [before["id"], before["sha256"], server.recording_id])
+    (head,) = server.query("SELECT id, sha256 FROM audit WHERE prev_sha256 IS NOT NULL ORDER BY id DESC LIMIT 1")
+    server.execute("UPDATE meta SET value = ? WHERE key = 'audit_head'", [f"{head['id']}:{head['sha256']}"])
+    result = verify(server)
+    assert result.returncode == 1
+    assert f"which is gone (deleted)" in result.stderr and "transparency log" in result.stderr, result.stderr
+
+    (leaf,) = server.query("SELECT idx FROM tlog_leaves WHERE audit_id = ?", [newest["id"]])
+    server.execute("DELETE FROM tlog_leaves WHERE idx >= ?", [leaf["idx"]])
+    result = verify(server)
+    assert result.returncode == 1
+    assert "is signed, but only" in result.stderr, result.stderr
