@@ -131,39 +131,40 @@ def read_ahead(items: Iterator[T], depth: int = 3) -> Iterator[T]:
     while the caller hashes, writes or sends the ones before, so two cores
     share the work. An exception from `items` is raised here, in order.
     Closing this iterator early (a viewer who stops watching) stops the
-    thread at its next item; memory stays at `depth` items."""
+    thread before its next item; memory stays at `depth` items. Only
+    blocking hand-overs, no timed waits: nothing here depends on the clock."""
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     end = object()
 
-    def hand_over(item) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def produce() -> None:
         try:
             for item in items:
-                if not hand_over((item, None)):
-                    return
-            hand_over((end, None))
+                if stop.is_set():
+                    break
+                ready.put((item, None))
         except BaseException as exc:  # handed to the consumer, raised there
-            hand_over((end, exc))
+            ready.put((end, exc))
+            return
+        ready.put((end, None))
 
     producer = threading.Thread(target=produce, name="footage-read-ahead", daemon=True)
     producer.start()
+    finished = False
     try:
         while True:
             item, error = ready.get()
-            if error is not None:
-                raise error
             if item is end:
+                finished = True
+                if error is not None:
+                    raise error
                 return
             yield item
     finally:
-        stop.set()
+        if not finished:
+            # Stopped early: let the producer finish the item it is on and
+            # see the stop, taking whatever it hands over until its end.
+            stop.set()
+            while ready.get()[0] is not end:
+                pass
         producer.join()
