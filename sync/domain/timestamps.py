@@ -28,11 +28,10 @@ from crypto.tsa import TimeStampFacts, TimeStampInvalid, time_stamp
 from ..archive import Archive
 from ..timefmt import format_time
 from . import audit
-from .tsa_client import TsaUnavailable, ask_external_tsas
+from .tsa_client import MAX_RETRY_DELAY_SECONDS, RetryPause, TsaUnavailable, ask_external_tsas
 
 log = logging.getLogger("witness.timestamps")
 
-MAX_RETRY_DELAY_SECONDS = 300.0
 
 
 @dataclass
@@ -147,13 +146,11 @@ class ExternalStampingJob:
     def __init__(self, archive: Archive, *, first_retry_seconds: float | None = None,
                  monotonic=time.monotonic):
         self.archive = archive
-        self.first_retry_seconds = first_retry_seconds or max(archive.settings.scheduler_interval_seconds, 1.0)
-        self._monotonic = monotonic
-        self._failures = 0
-        self._next_attempt = 0.0
+        self.pause = RetryPause(first_retry_seconds or max(archive.settings.scheduler_interval_seconds, 1.0),
+                                monotonic)
 
     def __call__(self) -> None:
-        if self._monotonic() < self._next_attempt:
+        if not self.pause.due():
             return
         try:
             while True:
@@ -161,18 +158,12 @@ class ExternalStampingJob:
                 for recording_id, version in run.stamped:
                     log.info("external time-stamp kept for %s version %d", recording_id, version)
                 if run.failure is not None:
-                    self._failed()
+                    self.pause.failed()
                     return
-                if self._failures:
+                if self.pause.succeeded():
                     log.info("external time-stamps: the authority answers again")
-                    self._failures, self._next_attempt = 0, 0.0
                 if not run.stamped:
                     return
         except Exception:
             log.exception("external time-stamping failed")
-            self._failed()
-
-    def _failed(self) -> None:
-        delay = min(self.first_retry_seconds * 2 ** self._failures, MAX_RETRY_DELAY_SECONDS)
-        self._failures += 1
-        self._next_attempt = self._monotonic() + delay
+            self.pause.failed()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 import requests
@@ -52,7 +53,7 @@ from ..errors import NotFound
 from ..evidence.custody import LOG_SALT_BYTES, log_leaf
 from ..evidence.receipt import signed_receipt
 from ..records import Unit
-from .tsa_client import ask_external_tsas
+from .tsa_client import RetryPause, ask_external_tsas
 
 _NOTE_KEY = "tlog_checkpoint"  # meta: the newest signed checkpoint note
 log = logging.getLogger("witness.transparency")
@@ -298,34 +299,27 @@ def stamp_checkpoint_externally(archive: Archive) -> int | None:
 
 class CheckpointStampingJob:
     """The scheduler's job for `stamp_checkpoint_externally`, never raising;
-    after a failure it waits before asking again, doubling up to five
-    minutes, and says once that checkpoints carry the built-in TSA's token
+    after a failure it waits before asking again (`tsa_client.RetryPause`),
+    and says once that checkpoints carry the built-in TSA's token
     only until an external one answers again."""
 
-    def __init__(self, archive: Archive, monotonic=None):
-        import time
-
+    def __init__(self, archive: Archive, monotonic=time.monotonic):
         self.archive = archive
-        self._monotonic = monotonic or time.monotonic
-        self._failures = 0
-        self._next_attempt = 0.0
+        self.pause = RetryPause(archive.settings.log_checkpoint_seconds, monotonic)
 
     def __call__(self) -> None:
-        if self._monotonic() < self._next_attempt:
+        if not self.pause.due():
             return
         try:
             stamp_checkpoint_externally(self.archive)
         except Exception as exc:  # a TSA down, a bad reply, an unreadable CA file
-            if not self._failures:
+            if not self.pause.failures:
                 log.warning("checkpoints are time-stamped by the built-in TSA only until an external one answers: "
                             "%s", exc)
-            delay = min(self.archive.settings.log_checkpoint_seconds * 2 ** self._failures, 300.0)
-            self._failures += 1
-            self._next_attempt = self._monotonic() + delay
+            self.pause.failed()
             return
-        if self._failures:
+        if self.pause.succeeded():
             log.info("checkpoints are time-stamped externally again")
-        self._failures, self._next_attempt = 0, 0.0
 
 
 def _published_size(archive: Archive) -> int:

@@ -15,6 +15,34 @@ REQUEST_TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds between bytes of th
 MAX_REPLY_BYTES = 256 * 1024  # a token with a long chain is a few KiB
 
 
+MAX_RETRY_DELAY_SECONDS = 300.0
+
+
+class RetryPause:
+    """When a job that asks a TSA may ask again: right away while it
+    answers; after a failure, `first_seconds` later, doubling with each
+    failure in a row up to `MAX_RETRY_DELAY_SECONDS`, so a TSA that is down
+    (or a public one that rate-limits) is not asked every tick."""
+
+    def __init__(self, first_seconds: float, monotonic):
+        self.first_seconds, self._monotonic = first_seconds, monotonic
+        self.failures, self._next_attempt = 0, 0.0
+
+    def due(self) -> bool:
+        return self._monotonic() >= self._next_attempt
+
+    def failed(self) -> None:
+        delay = min(self.first_seconds * 2 ** self.failures, MAX_RETRY_DELAY_SECONDS)
+        self.failures += 1
+        self._next_attempt = self._monotonic() + delay
+
+    def succeeded(self) -> bool:
+        """Forget the failures; True if there were any (the TSA is back)."""
+        recovered = self.failures > 0
+        self.failures, self._next_attempt = 0, 0.0
+        return recovered
+
+
 class TsaUnavailable(Exception):
     """The external TSA could not be reached or did not answer with a reply."""
 

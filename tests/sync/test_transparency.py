@@ -91,3 +91,26 @@ def test_nothing_past_the_newest_checkpoint_is_served(archive):
         transparency.tile(archive, Tile(0, 0))  # the full tile is not there yet
     with pytest.raises(NotFound):
         transparency.inclusion_proof(archive, head.size + 20, head.size + 21)
+
+
+def test_checkpoint_stamping_waits_longer_after_each_failure(settings):
+    """No external TSA answers: the checkpoint keeps its built-in token only,
+    and the job asks again after 5 s, then 10 s, not every tick."""
+    from dataclasses import replace
+
+    from sync.archive import Archive
+
+    archive = Archive(replace(settings, tsa_url="http://127.0.0.1:9/down", tsa_ca_file=settings.keys_dir / "x"))
+    entries(archive, 3)
+    transparency.make_checkpoint(archive)
+    now = [1000.0]
+    job = transparency.CheckpointStampingJob(archive, monotonic=lambda: now[0])
+    job()
+    assert job.pause.failures == 1
+    now[0] += 4.9
+    job()
+    assert job.pause.failures == 1  # not asked again yet
+    now[0] += 0.2
+    job()
+    assert job.pause.failures == 2
+    assert transparency.checkpoint_stamps(archive, 3)["external"] is None
